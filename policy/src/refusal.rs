@@ -1,0 +1,60 @@
+use std::fmt;
+
+/// The rule a refusal comes from; its name is what the audit log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    HostNamespace,
+    RestrictedMount,
+    Device,
+    PolicyFile,
+    IdPoolExhausted,
+    InvalidSpec,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::HostNamespace => "host-namespace",
+            Rule::RestrictedMount => "restricted-mount",
+            Rule::Device => "device",
+            Rule::PolicyFile => "policy-file",
+            Rule::IdPoolExhausted => "id-pool-exhausted",
+            Rule::InvalidSpec => "invalid-spec",
+        }
+    }
+}
+
+/// Why a container may not be created, worded for the person who typed `ctr run` or
+/// `docker run`: what is refused and what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub rule: Rule,
+    /// The seed's wording of what is refused.
+    pub detail: String,
+    /// What the user can change to get a container.
+    pub fix: String,
+}
+
+impl Refusal {
+    pub fn new(rule: Rule, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Refusal {
+            rule,
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "eci: {} (rule {}; {})",
+            self.detail,
+            self.rule.name(),
+            self.fix
+        )
+    }
+}
+
+impl std::error::Error for Refusal {}
