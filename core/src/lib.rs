@@ -1,0 +1,18 @@
+//! The kernel side of ECI: ID block leases, ID-mapped mounts, the root file system, and
+//! libcontainer. Creation and exec run in the single-threaded create helper; everything in
+//! [`ops`] is safe to call from the shim's async runtime.
+
+pub mod audit;
+pub mod create;
+pub mod exec;
+pub mod idmap;
+pub mod layout;
+pub mod lease;
+pub mod ops;
+pub mod resolve;
+pub mod rootfs;
+
+pub use create::{create, CreateError, CreateRequest, Created, Stdio};
+pub use exec::{exec, ExecRequest};
+pub use layout::Layout;
+pub use rootfs::RootfsMount;

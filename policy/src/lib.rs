@@ -3,6 +3,7 @@
 //! here touches the kernel or the file system, so every rule is unit-tested without one.
 
 mod devices;
+pub use mounts::is_bind;
 mod facts;
 mod file;
 mod idrange;

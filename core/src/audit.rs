@@ -1,0 +1,57 @@
+//! One JSON line per refusal, for the administrator.
+
+use eci_policy::Refusal;
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(serde::Serialize)]
+struct Entry<'a> {
+    time: String,
+    namespace: &'a str,
+    container: &'a str,
+    image: Option<&'a str>,
+    rule: &'a str,
+    detail: &'a str,
+    fix: &'a str,
+}
+
+pub fn record(log: &Path, namespace: &str, container: &str, image: Option<&str>, refusal: &Refusal) {
+    let line = serde_json::to_string(&Entry {
+        time: rfc3339_now(),
+        namespace,
+        container,
+        image,
+        rule: refusal.rule.name(),
+        detail: &refusal.detail,
+        fix: &refusal.fix,
+    })
+    .expect("audit entry serializes");
+    log::warn!("refused container {namespace}/{container}: {refusal}");
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        f.write_all(format!("{line}\n").as_bytes())
+    };
+    if let Err(e) = write() {
+        log::error!("cannot write audit log {}: {e}", log.display());
+    }
+}
+
+fn rfc3339_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant), to avoid a date crate for one timestamp.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}

@@ -1,0 +1,348 @@
+//! Container creation, run in the create helper: a fresh, single-threaded process of the shim
+//! binary, so libcontainer may fork and change process-wide state (cwd, environment) safely.
+//! The helper judges the spec, leases an ID block, prepares ID-mapped file systems, builds the
+//! container with libcontainer and exits; the container's init is the shim's child.
+
+use crate::audit;
+use crate::idmap::{attach, idmapped_clone, IdmapUserNs};
+use crate::layout::Layout;
+use crate::lease::{LeaseDir, LeaseRecord, ProcessRef};
+use crate::resolve::{file_id, is_device, is_dir, open_path, resolve_existing};
+use crate::rootfs::{mount_rootfs, unmount_all, RootfsMount};
+use eci_policy::{harden, HostFacts, IdBlock, Policy, Refusal, Rule};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType as Ns, Spec};
+use libcontainer::syscall::syscall::SyscallType;
+use nix::mount::{umount2, MntFlags};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stdio {
+    pub stdin: Option<PathBuf>,
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub namespace: String,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: Vec<RootfsMount>,
+    pub stdio: Stdio,
+    pub policy_path: PathBuf,
+    /// The containerd address the shim was started with: always a restricted mount.
+    pub containerd_address: Option<PathBuf>,
+    pub shim_pid: i32,
+    pub base: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Created {
+    pub pid: i32,
+    pub block: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("invalid config.json in bundle {bundle}: {message}")]
+    BadSpec { bundle: PathBuf, message: String },
+    #[error("{0}")]
+    Lease(#[from] crate::lease::LeaseError),
+    #[error("{0}")]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error("cannot ID-map bind mount source {path}: {source} (ECI maps host directories into the container's ID range and never chowns them; use a directory on ext4, xfs, btrfs or tmpfs)")]
+    BindNotIdmappable { path: PathBuf, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("libcontainer: {0}")]
+    Libcontainer(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CreateError {
+    let what = what.into();
+    move |source| CreateError::Io { what, source }
+}
+
+/// Everything create put on the host, undone in reverse if a later step fails.
+struct Undo<'a> {
+    layout: &'a Layout,
+    req: &'a CreateRequest,
+    lease: Option<IdBlock>,
+    rootfs: Option<PathBuf>,
+    staged: Vec<PathBuf>,
+    armed: bool,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        for at in self.staged.iter().rev() {
+            let _ = umount2(at, MntFlags::MNT_DETACH);
+        }
+        let _ = fs::remove_dir_all(self.layout.staging(&self.req.namespace, &self.req.id));
+        if !self.armed {
+            return;
+        }
+        let state = self.layout.container_state(&self.req.namespace, &self.req.id);
+        if let Ok(mut c) = libcontainer::container::Container::load(state.clone()) {
+            let _ = c.delete(true);
+        }
+        let _ = fs::remove_dir_all(state);
+        let _ = fs::remove_dir_all(self.layout.private_bundle(&self.req.namespace, &self.req.id));
+        if let Some(rootfs) = &self.rootfs {
+            unmount_all(rootfs);
+        }
+        if let Some(block) = self.lease {
+            let _ = LeaseDir::new(self.layout.leases()).release(block);
+        }
+    }
+}
+
+pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
+    let layout = Layout::new(&req.base);
+    let mut undo = Undo {
+        layout: &layout,
+        req,
+        lease: None,
+        rootfs: None,
+        staged: Vec::new(),
+        armed: true,
+    };
+
+    let spec = read_spec(&req.bundle)?;
+    let policy = load_policy(&req.policy_path).map_err(|r| refuse(req, &Policy::default(), r))?;
+
+    let leases = LeaseDir::new(layout.leases());
+    let record = LeaseRecord {
+        namespace: req.namespace.clone(),
+        container: req.id.clone(),
+        holder: ProcessRef::of(req.shim_pid),
+        init: None,
+    };
+    let mut block = leases.acquire(&policy.id_pool, &record)?;
+    undo.lease = Some(block);
+
+    let (facts, mut source_fds) = gather_facts(req, &spec, &policy);
+    let hardened = harden(&spec, &facts, &policy, block).map_err(|r| refuse(req, &policy, r))?;
+    if hardened.joins_user_namespace {
+        // Sharing another container's namespaces means sharing its user namespace and IDs.
+        leases.release(block)?;
+        undo.lease = None;
+        block = joined_block(&leases, &hardened.spec).ok_or_else(|| {
+            refuse(
+                req,
+                &policy,
+                Refusal::new(
+                    Rule::HostNamespace,
+                    "the namespace to join belongs to no ECI container",
+                    "join the namespaces of a container started with the ECI runtime",
+                ),
+            )
+        })?;
+    }
+    let mut spec = hardened.spec;
+
+    let userns = IdmapUserNs::new(block).map_err(io("create user namespace for ID-mapping"))?;
+
+    let rootfs = rootfs_path(&req.bundle, &spec);
+    if !req.rootfs.is_empty() || rootfs.exists() {
+        mount_rootfs(&req.rootfs, &rootfs, &layout.staging(&req.namespace, &req.id).join("layers"), &userns, block)?;
+        undo.rootfs = Some(rootfs.clone());
+    } else {
+        return Err(CreateError::Io {
+            what: format!("rootfs {}", rootfs.display()),
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+
+    let staging = layout.staging(&req.namespace, &req.id).join("binds");
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for index in hardened.idmapped_binds {
+        let m = &mut mounts[index];
+        let Some(source) = m.source().clone() else { continue };
+        let Some(fd) = source_fds.remove(&source) else { continue };
+        if is_device(&fd) {
+            continue;
+        }
+        let at = staging.join(index.to_string());
+        if is_dir(&fd) {
+            fs::create_dir_all(&at).map_err(io(format!("create {}", at.display())))?;
+        } else {
+            fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
+            File::create(&at).map_err(io(format!("create {}", at.display())))?;
+        }
+        let tree = idmapped_clone(&fd, &userns, false)
+            .map_err(|e| CreateError::BindNotIdmappable { path: source.clone(), source: e })?;
+        attach(&tree, &at).map_err(io(format!("attach {}", at.display())))?;
+        undo.staged.push(at.clone());
+        m.set_source(Some(at));
+    }
+    spec.set_mounts(Some(mounts));
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_path(rootfs);
+    spec.set_root(Some(root));
+
+    let private = layout.private_bundle(&req.namespace, &req.id);
+    fs::create_dir_all(&private).map_err(io(format!("create {}", private.display())))?;
+    let json = serde_json::to_vec(&spec).map_err(|e| CreateError::Libcontainer(e.to_string()))?;
+    fs::write(private.join("config.json"), json).map_err(io("write hardened config.json"))?;
+
+    let state_root = layout.state_root(&req.namespace);
+    fs::create_dir_all(&state_root).map_err(io(format!("create {}", state_root.display())))?;
+    let builder = with_stdio(ContainerBuilder::new(req.id.clone(), SyscallType::default()), &req.stdio)?
+        .with_root_path(&state_root)
+        .map_err(|e| CreateError::Libcontainer(e.to_string()))?
+        .with_console_socket(req.stdio.console_socket.as_ref())
+        .validate_id()
+        .map_err(|e| CreateError::Libcontainer(e.to_string()))?;
+    let container = builder
+        .as_init(&private)
+        .as_sibling(true)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| CreateError::Libcontainer(error_chain(&e)))?;
+    let pid = container
+        .pid()
+        .ok_or_else(|| CreateError::Libcontainer("container has no init pid".into()))?
+        .as_raw();
+
+    if !hardened.joins_user_namespace {
+        let record = LeaseRecord {
+            init: ProcessRef::of(pid),
+            ..record
+        };
+        leases.update(block, &record)?;
+    }
+    undo.armed = false;
+    Ok(Created { pid, block: block.first })
+}
+
+/// Open the container's stdio the way libcontainer wants it: fds, with /dev/null for absent
+/// streams so the container never inherits the helper's own pipes.
+pub(crate) fn with_stdio(mut b: ContainerBuilder, stdio: &Stdio) -> Result<ContainerBuilder, CreateError> {
+    if stdio.console_socket.is_some() {
+        return Ok(b);
+    }
+    let open = |p: &Option<PathBuf>, write: bool| -> Result<OwnedFd, CreateError> {
+        let path = p.as_deref().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/dev/null"));
+        let f = OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(path)
+            .map_err(io(format!("open stdio {}", path.display())))?;
+        Ok(f.into())
+    };
+    b = b.with_stdin(open(&stdio.stdin, false)?);
+    b = b.with_stdout(open(&stdio.stdout, true)?);
+    b = b.with_stderr(open(&stdio.stderr, true)?);
+    Ok(b)
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn read_spec(bundle: &Path) -> Result<Spec, CreateError> {
+    let path = bundle.join("config.json");
+    let bad = |message: String| CreateError::BadSpec {
+        bundle: bundle.to_path_buf(),
+        message,
+    };
+    let text = fs::read(&path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))
+}
+
+fn load_policy(path: &Path) -> Result<Policy, Refusal> {
+    match fs::read_to_string(path) {
+        Ok(text) => Policy::parse(path, &text).map_err(|e| {
+            Refusal::new(Rule::PolicyFile, e.to_string(), "an administrator must fix the ECI policy file; every container is refused until then")
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
+        Err(e) => Err(Refusal::new(
+            Rule::PolicyFile,
+            format!("policy file {}: {e}", path.display()),
+            "an administrator must make the ECI policy file readable; every container is refused until then",
+        )),
+    }
+}
+
+fn refuse(req: &CreateRequest, policy: &Policy, refusal: Refusal) -> CreateError {
+    audit::record(&policy.audit_log, &req.namespace, &req.id, None, &refusal);
+    CreateError::Refused(refusal)
+}
+
+fn rootfs_path(bundle: &Path, spec: &Spec) -> PathBuf {
+    let p = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
+    if p.is_absolute() {
+        p
+    } else {
+        bundle.join(p)
+    }
+}
+
+/// Facts for the policy, and the O_PATH fds of bind sources so that what is judged is mounted.
+fn gather_facts(
+    req: &CreateRequest,
+    spec: &Spec,
+    policy: &Policy,
+) -> (HostFacts, std::collections::HashMap<PathBuf, OwnedFd>) {
+    let mut facts = HostFacts::default();
+    for (typ, name) in [
+        (Ns::Pid, "pid"),
+        (Ns::Network, "net"),
+        (Ns::Ipc, "ipc"),
+        (Ns::Uts, "uts"),
+        (Ns::Cgroup, "cgroup"),
+        (Ns::Mount, "mnt"),
+        (Ns::User, "user"),
+    ] {
+        if let Ok(id) = file_id(Path::new(&format!("/proc/self/ns/{name}"))) {
+            facts.host_namespaces.insert(typ, id);
+        }
+    }
+    for ns in spec.linux().iter().flat_map(|l| l.namespaces().iter().flatten()) {
+        if let Some(path) = ns.path() {
+            if let Ok(id) = file_id(path) {
+                facts.namespace_paths.insert(path.clone(), id);
+            }
+        }
+    }
+    let mut fds = std::collections::HashMap::new();
+    for m in spec.mounts().iter().flatten().filter(|m| eci_policy::is_bind(m)) {
+        if let Some(source) = m.source() {
+            if let Ok((fd, resolved)) = open_path(source) {
+                facts.mount_sources.insert(source.clone(), resolved);
+                fds.insert(source.clone(), fd);
+            }
+        }
+    }
+    let mut extra: Vec<PathBuf> = vec![req.policy_path.clone()];
+    extra.extend(req.policy_path.parent().map(Path::to_path_buf));
+    extra.extend(req.containerd_address.clone());
+    extra.extend(std::env::current_exe().ok());
+    facts.restricted = resolve_existing(&policy.restricted_paths(&extra));
+    facts.engine_sockets = resolve_existing(&eci_policy::ENGINE_SOCKETS.iter().map(PathBuf::from).collect::<Vec<_>>());
+    facts.own_paths = vec![PathBuf::from("/var/lib/docker/containers").join(&req.id)];
+    (facts, fds)
+}
+
+/// The block of the container whose user namespace `spec` joins, found by its init pid.
+fn joined_block(leases: &LeaseDir, spec: &Spec) -> Option<IdBlock> {
+    let path = spec.linux().as_ref()?.namespaces().as_ref()?.iter().find(|n| n.typ() == Ns::User)?.path().clone()?;
+    let pid: i32 = path.to_str()?.strip_prefix("/proc/")?.split('/').next()?.parse().ok()?;
+    leases.held_by_init(pid)
+}

@@ -1,0 +1,139 @@
+//! ID-mapped mounts: the kernel shows a mount's files with owners shifted through a user
+//! namespace, so image layers and host directories keep their on-disk owners (0..65535) while
+//! the container, whose IDs are a block of host IDs, sees and writes them as its own.
+
+use eci_policy::IdBlock;
+use nix::sched::CloneFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// The kernel's `struct mount_attr` (linux/mount.h); not exported by the libc crate.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A user namespace that maps 0..65535 to a container's block, held open for idmapping.
+pub struct IdmapUserNs {
+    fd: OwnedFd,
+}
+
+impl IdmapUserNs {
+    /// Create the namespace with a short-lived child. Only call this from a single-threaded
+    /// process (the create helper): it forks.
+    pub fn new(block: IdBlock) -> io::Result<Self> {
+        let (ready_r, ready_w) = nix::unistd::pipe()?;
+        let (done_r, done_w) = nix::unistd::pipe()?;
+        // SAFETY: the helper process that calls this is single-threaded; the child only makes
+        // async-signal-safe calls (unshare, write, read, _exit).
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+                let mut byte = [u8::from(ok)];
+                // SAFETY: raw syscalls on fds this child owns; no allocation after fork.
+                unsafe {
+                    libc::write(ready_w.as_raw_fd(), byte.as_ptr().cast(), 1);
+                    libc::read(done_r.as_raw_fd(), byte.as_mut_ptr().cast(), 1);
+                    libc::_exit(0);
+                }
+            }
+            ForkResult::Parent { child } => {
+                drop(ready_w);
+                drop(done_r);
+                let result = (|| {
+                    let mut byte = [0u8];
+                    nix::unistd::read(ready_r.as_raw_fd(), &mut byte)?;
+                    if byte[0] != 1 {
+                        return Err(io::Error::other("unshare(CLONE_NEWUSER) failed"));
+                    }
+                    let map = format!("0 {} {}\n", block.first, block.size());
+                    std::fs::write(format!("/proc/{child}/uid_map"), &map)?;
+                    std::fs::write(format!("/proc/{child}/gid_map"), &map)?;
+                    let ns = File::open(format!("/proc/{child}/ns/user"))?;
+                    Ok(IdmapUserNs { fd: ns.into() })
+                })();
+                drop(done_w);
+                let _ = waitpid(child, None);
+                result
+            }
+        }
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Clone the mount tree at `source` (an O_PATH fd already checked by the caller, so the thing
+/// judged is the thing mounted) into a detached, ID-mapped mount.
+pub fn idmapped_clone(source: &OwnedFd, userns: &IdmapUserNs, read_only: bool) -> io::Result<OwnedFd> {
+    let empty = c"";
+    // SAFETY: open_tree with a valid dirfd and a NUL-terminated empty path.
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+        )
+    })?;
+    // SAFETY: the kernel just returned this fd to us.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr on a detached tree we own, with a correctly sized struct.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(tree)
+}
+
+/// Attach a detached mount at `target`.
+pub fn attach(tree: &OwnedFd, target: &Path) -> io::Result<()> {
+    let target = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())?;
+    let empty = c"";
+    // SAFETY: move_mount of a detached tree fd to a NUL-terminated absolute target path.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}

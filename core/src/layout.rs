@@ -1,0 +1,44 @@
+//! Where the shim keeps its state on the host. Everything sits under one tmpfs directory, so a
+//! reboot clears it together with the containers it described.
+
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_BASE: &str = "/run/containerd-shim-eci";
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    base: PathBuf,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout::new(DEFAULT_BASE)
+    }
+}
+
+impl Layout {
+    pub fn new(base: impl Into<PathBuf>) -> Self {
+        Layout { base: base.into() }
+    }
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+    /// libcontainer's state root for a containerd namespace.
+    pub fn state_root(&self, namespace: &str) -> PathBuf {
+        self.base.join("state").join(namespace)
+    }
+    pub fn container_state(&self, namespace: &str, id: &str) -> PathBuf {
+        self.state_root(namespace).join(id)
+    }
+    /// The hardened spec libcontainer builds from; containerd's bundle is left untouched.
+    pub fn private_bundle(&self, namespace: &str, id: &str) -> PathBuf {
+        self.base.join("bundles").join(namespace).join(id)
+    }
+    /// ID-mapped bind sources and layers, attached only while libcontainer builds.
+    pub fn staging(&self, namespace: &str, id: &str) -> PathBuf {
+        self.base.join("mnt").join(namespace).join(id)
+    }
+    pub fn leases(&self) -> PathBuf {
+        self.base.join("leases")
+    }
+}

@@ -1,0 +1,232 @@
+//! Cross-process, crash-safe ID block leases. containerd runs one shim per container, so the
+//! shims agree through the file system: a lease is a file named after its block's first ID,
+//! created with O_EXCL. A lease outlives a killed shim and is reclaimed once neither its shim
+//! nor its container's init is alive (each checked by pid and start time, against pid reuse).
+
+use eci_policy::{IdBlock, IdPool};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_LEASE_DIR: &str = "/run/containerd-shim-eci/leases";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("eci: no free ID block: all {blocks} blocks of 65536 IDs from {first} are leased to live containers (rule id-pool-exhausted; delete containers or raise id_pool.blocks in the ECI policy)")]
+    Exhausted { first: u32, blocks: u32 },
+    #[error("ID lease directory {0}: {1}")]
+    Io(PathBuf, io::Error),
+}
+
+/// A live process identified so that a recycled pid does not pass for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRef {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcessRef {
+    pub fn of(pid: i32) -> Option<ProcessRef> {
+        Some(ProcessRef {
+            pid,
+            start_time: start_time(pid)?,
+        })
+    }
+    pub fn is_alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+/// Field 22 of /proc/PID/stat, in clock ticks since boot.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split(' ').nth(19)?.parse().ok()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub namespace: String,
+    pub container: String,
+    pub holder: Option<ProcessRef>,
+    pub init: Option<ProcessRef>,
+}
+
+impl LeaseRecord {
+    fn is_stale(&self) -> bool {
+        !self.holder.is_some_and(|p| p.is_alive()) && !self.init.is_some_and(|p| p.is_alive())
+    }
+}
+
+pub struct LeaseDir {
+    dir: PathBuf,
+}
+
+impl LeaseDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LeaseDir { dir: dir.into() }
+    }
+
+    fn path(&self, block: IdBlock) -> PathBuf {
+        self.dir.join(block.first.to_string())
+    }
+
+    fn err(&self, e: io::Error) -> LeaseError {
+        LeaseError::Io(self.dir.clone(), e)
+    }
+
+    /// Lease the lowest free block of `pool` for `record`.
+    pub fn acquire(&self, pool: &IdPool, record: &LeaseRecord) -> Result<IdBlock, LeaseError> {
+        fs::create_dir_all(&self.dir).map_err(|e| self.err(e))?;
+        let body = serde_json::to_vec(record).expect("lease record serializes");
+        // Two passes: leases that look taken may be stale, and are reclaimed on the second.
+        for reclaim in [false, true] {
+            let taken = if reclaim { BTreeSet::new() } else { self.taken(pool) };
+            for block in pool.candidates(&taken) {
+                match self.create(block, &body) {
+                    Ok(()) => return Ok(block),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if reclaim && self.reclaim_if_stale(block) && self.create(block, &body).is_ok() {
+                            return Ok(block);
+                        }
+                    }
+                    Err(e) => return Err(self.err(e)),
+                }
+            }
+        }
+        Err(LeaseError::Exhausted {
+            first: pool.first,
+            blocks: pool.blocks,
+        })
+    }
+
+    fn create(&self, block: IdBlock, body: &[u8]) -> io::Result<()> {
+        let path = self.path(block);
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        f.write_all(body).inspect_err(|_| {
+            let _ = fs::remove_file(&path);
+        })
+    }
+
+    /// Blocks with a lease file, stale or not.
+    fn taken(&self, pool: &IdPool) -> BTreeSet<IdBlock> {
+        fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter_map(|first| pool.block_at(first))
+            .collect()
+    }
+
+    /// Remove the lease of `block` if its shim and container are gone. A lease that cannot be
+    /// read is left alone unless it is old: a shim may be between create and write.
+    fn reclaim_if_stale(&self, block: IdBlock) -> bool {
+        let path = self.path(block);
+        let stale = match self.read_path(&path) {
+            Some(record) => record.is_stale(),
+            None => fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 60)),
+        };
+        // Rename first so that two reclaimers cannot both remove a lease a third just created.
+        if stale {
+            let grave = self.dir.join(format!(".stale-{}-{}", block.first, std::process::id()));
+            if fs::rename(&path, &grave).is_ok() {
+                let _ = fs::remove_file(grave);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn read_path(&self, path: &Path) -> Option<LeaseRecord> {
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    pub fn read(&self, block: IdBlock) -> Option<LeaseRecord> {
+        self.read_path(&self.path(block))
+    }
+
+    /// Rewrite a held lease, e.g. to record the container's init once it exists.
+    pub fn update(&self, block: IdBlock, record: &LeaseRecord) -> Result<(), LeaseError> {
+        let tmp = self.dir.join(format!(".tmp-{}-{}", block.first, std::process::id()));
+        fs::write(&tmp, serde_json::to_vec(record).expect("lease record serializes")).map_err(|e| self.err(e))?;
+        fs::rename(&tmp, self.path(block)).map_err(|e| self.err(e))
+    }
+
+    pub fn release(&self, block: IdBlock) -> Result<(), LeaseError> {
+        match fs::remove_file(self.path(block)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The block leased to a container, if any.
+    pub fn find(&self, namespace: &str, container: &str) -> Option<IdBlock> {
+        fs::read_dir(&self.dir).ok()?.flatten().find_map(|e| {
+            let first: u32 = e.file_name().to_str()?.parse().ok()?;
+            let record = self.read_path(&e.path())?;
+            (record.namespace == namespace && record.container == container).then_some(IdBlock { first })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> LeaseDir {
+        let d = std::env::temp_dir().join(format!("eci-lease-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        LeaseDir::new(d)
+    }
+
+    fn record(id: &str, holder: Option<ProcessRef>) -> LeaseRecord {
+        LeaseRecord {
+            namespace: "default".into(),
+            container: id.into(),
+            holder,
+            init: None,
+        }
+    }
+
+    #[test]
+    fn distinct_blocks_then_exhaustion_then_release() {
+        let d = dir("basic");
+        let pool = IdPool { first: 100_000, blocks: 2 };
+        let me = ProcessRef::of(std::process::id() as i32);
+        let a = d.acquire(&pool, &record("a", me)).unwrap();
+        let b = d.acquire(&pool, &record("b", me)).unwrap();
+        assert_eq!((a.first, b.first), (100_000, 165_536));
+        let e = d.acquire(&pool, &record("c", me)).unwrap_err();
+        assert!(e.to_string().contains("no free ID block"), "{e}");
+        assert_eq!(d.find("default", "b"), Some(b));
+        d.release(a).unwrap();
+        assert_eq!(d.acquire(&pool, &record("c", me)).unwrap(), a);
+    }
+
+    #[test]
+    fn lease_of_dead_holder_is_reclaimed() {
+        let d = dir("stale");
+        let pool = IdPool { first: 100_000, blocks: 1 };
+        let dead = ProcessRef { pid: std::process::id() as i32, start_time: 1 };
+        d.acquire(&pool, &record("gone", Some(dead))).unwrap();
+        let me = ProcessRef::of(std::process::id() as i32);
+        assert_eq!(d.acquire(&pool, &record("new", me)).unwrap().first, 100_000);
+        assert_eq!(d.read(IdBlock { first: 100_000 }).unwrap().container, "new");
+    }
+}
+
+impl LeaseDir {
+    /// The block whose container's init is `pid`.
+    pub fn held_by_init(&self, pid: i32) -> Option<IdBlock> {
+        fs::read_dir(&self.dir).ok()?.flatten().find_map(|e| {
+            let first: u32 = e.file_name().to_str()?.parse().ok()?;
+            let record = self.read_path(&e.path())?;
+            record.init.filter(|p| p.pid == pid && p.is_alive()).map(|_| IdBlock { first })
+        })
+    }
+}

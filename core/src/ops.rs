@@ -1,0 +1,132 @@
+//! Operations on a created container that fork nothing and touch no process-wide state, so
+//! the shim runs them in-process (on a blocking thread). Creation and exec fork and run in
+//! the helper (see `create` and `exec`).
+
+use crate::create::error_chain;
+use crate::layout::Layout;
+use crate::lease::LeaseDir;
+use crate::rootfs::unmount_all;
+use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt, FreezerState};
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::oci_spec::runtime::LinuxResources;
+use nix::mount::{umount2, MntFlags};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::io::Write;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("container {0} does not exist")]
+    NotFound(String),
+    #[error("{0}")]
+    Libcontainer(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn lc(e: impl std::error::Error) -> OpError {
+    OpError::Libcontainer(error_chain(&e))
+}
+
+pub struct Handle<'a> {
+    pub layout: &'a Layout,
+    pub namespace: &'a str,
+    pub id: &'a str,
+}
+
+impl Handle<'_> {
+    fn load(&self) -> Result<Container, OpError> {
+        let path = self.layout.container_state(self.namespace, self.id);
+        if !path.exists() {
+            return Err(OpError::NotFound(self.id.to_string()));
+        }
+        Container::load(path).map_err(lc)
+    }
+
+    fn cgroup(&self) -> Result<AnyCgroupManager, OpError> {
+        let c = self.load()?;
+        let config = c.spec().map_err(lc)?;
+        create_cgroup_manager(CgroupConfig {
+            cgroup_path: config.cgroup_path,
+            systemd_cgroup: false,
+            container_name: self.id.to_string(),
+        })
+        .map_err(lc)
+    }
+
+    /// Release the init, which waits in libcontainer for this word. libcontainer's own start
+    /// changes the process's cwd to reach the socket; the shim is multi-threaded and must not,
+    /// so it goes through an O_PATH handle on the state directory instead.
+    pub fn start(&self) -> Result<(), OpError> {
+        let mut c = self.load()?;
+        let dir = std::fs::File::open(self.layout.container_state(self.namespace, self.id))?;
+        let socket = format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), libcontainer::notify_socket::NOTIFY_FILE);
+        UnixStream::connect(socket)?.write_all(b"start container")?;
+        c.set_status(ContainerStatus::Running).save().map_err(lc)
+    }
+
+    pub fn kill_all(&self, signal: i32) -> Result<(), OpError> {
+        for pid in self.pids()? {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::try_from(signal).ok());
+        }
+        Ok(())
+    }
+
+    pub fn pids(&self) -> Result<Vec<i32>, OpError> {
+        Ok(self.cgroup()?.get_all_pids().map_err(lc)?.into_iter().map(|p| p.as_raw()).collect())
+    }
+
+    pub fn pause(&self) -> Result<(), OpError> {
+        self.cgroup()?.freeze(FreezerState::Frozen).map_err(lc)?;
+        let mut c = self.load()?;
+        c.set_status(ContainerStatus::Paused).save().map_err(lc)
+    }
+
+    pub fn resume(&self) -> Result<(), OpError> {
+        self.cgroup()?.freeze(FreezerState::Thawed).map_err(lc)?;
+        let mut c = self.load()?;
+        c.set_status(ContainerStatus::Running).save().map_err(lc)
+    }
+
+    pub fn stats(&self) -> Result<libcgroups::stats::Stats, OpError> {
+        self.cgroup()?.stats().map_err(lc)
+    }
+
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), OpError> {
+        self.cgroup()?
+            .apply(&ControllerOpt {
+                resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(lc)
+    }
+
+    /// Tear down everything create put on the host. Idempotent, and what `shim delete` runs
+    /// when containerd finds a dead shim: processes, cgroup, mounts, state, lease.
+    pub fn destroy(&self, bundle: &Path) {
+        if let Ok(mut c) = self.load() {
+            let _ = self.kill_all(libc::SIGKILL);
+            // libcontainer's delete removes the cgroup and the state directory.
+            if let Err(e) = c.delete(true) {
+                log::warn!("delete {}: {e}", self.id);
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.layout.container_state(self.namespace, self.id));
+        let staging = self.layout.staging(self.namespace, self.id);
+        if let Ok(entries) = std::fs::read_dir(staging.join("binds")) {
+            for e in entries.flatten() {
+                let _ = umount2(&e.path(), MntFlags::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir_all(staging);
+        let _ = std::fs::remove_dir_all(self.layout.private_bundle(self.namespace, self.id));
+        unmount_all(&bundle.join("rootfs"));
+        let leases = LeaseDir::new(self.layout.leases());
+        if let Some(block) = leases.find(self.namespace, self.id) {
+            let _ = leases.release(block);
+        }
+    }
+}
