@@ -15,6 +15,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::io::Write;
 
+pub use libcgroups::stats::{MemoryData, Stats};
+pub type Resources = LinuxResources;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
     #[error("container {0} does not exist")]

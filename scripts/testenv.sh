@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# A private containerd with the ECI shim registered, and a locally built busybox image.
+#   scripts/testenv.sh start   # prints the environment to source
+#   scripts/testenv.sh stop
+set -euo pipefail
+ROOT=${ECI_TEST_ROOT:-/tmp/eci-test}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${ECI_BIN_DIR:-$REPO/target/release}
+SOCK=$ROOT/containerd.sock
+IMAGE=${ECI_TEST_IMAGE:-eci.test/busybox:latest}
+
+ctr_() { ctr --address "$SOCK" "$@"; }
+
+build_image() {
+  local work=$ROOT/image
+  rm -rf "$work"; mkdir -p "$work"
+  umoci init --layout "$work/oci" >/dev/null
+  umoci new --image "$work/oci:latest" >/dev/null
+  umoci unpack --image "$work/oci:latest" "$work/bundle" >/dev/null
+  local rootfs=$work/bundle/rootfs
+  mkdir -p "$rootfs"/{bin,sbin,etc,tmp,root,proc,sys,dev,home/user,var/empty}
+  cp /bin/busybox "$rootfs/bin/busybox"
+  for applet in $("$rootfs/bin/busybox" --list); do
+    [ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
+  done
+  chmod 1777 "$rootfs/tmp"
+  printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$rootfs/etc/passwd"
+  printf 'root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
+  echo "owned by 1000 in the image" > "$rootfs/home/user/file"
+  chown -R 1000:1000 "$rootfs/home/user"
+  echo "root file" > "$rootfs/root/file"
+  umoci repack --image "$work/oci:latest" "$work/bundle" >/dev/null
+  umoci config --image "$work/oci:latest" --config.cmd /bin/sh --config.env PATH=/bin:/sbin >/dev/null
+  tar -C "$work/oci" -cf "$work/image.tar" .
+  ctr_ images import --base-name "${IMAGE%:*}" "$work/image.tar" >/dev/null
+}
+
+start() {
+  mkdir -p "$ROOT"
+  if [ -S "$SOCK" ] && ctr_ version >/dev/null 2>&1; then
+    :
+  else
+    cat > "$ROOT/config.toml" <<TOML
+version = 2
+root = "$ROOT/root"
+state = "$ROOT/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[debug]
+  level = "info"
+TOML
+    PATH="$BIN:$PATH" nohup containerd --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
+    echo $! > "$ROOT/containerd.pid"
+    for _ in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; sleep 0.1; done
+    ctr_ version >/dev/null
+  fi
+  ctr_ images ls -q | grep -qx "$IMAGE" || build_image
+  echo "export ECI_CONTAINERD=$SOCK ECI_TEST_IMAGE=$IMAGE ECI_TEST_ROOT=$ROOT"
+}
+
+stop() {
+  if [ -f "$ROOT/containerd.pid" ]; then
+    kill "$(cat "$ROOT/containerd.pid")" 2>/dev/null || true
+    sleep 1
+  fi
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  image) build_image ;;
+  *) echo "usage: $0 start|stop|image" >&2; exit 2 ;;
+esac

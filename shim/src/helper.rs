@@ -1,0 +1,82 @@
+//! The create helper. The shim is a multi-threaded tokio process, where forking and changing
+//! the process's cwd or environment (which libcontainer does) is unsound. So the shim starts
+//! its own binary again for each create and exec: the new process is single-threaded, does
+//! the work, prints one JSON line and exits. The container's init is created as a sibling
+//! (CLONE_PARENT), so it is the shim's child and reaped by the shim's one reaper.
+
+use eci_core::{CreateRequest, ExecRequest};
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+pub const HELPER_ARG: &str = "helper";
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    Create(CreateRequest),
+    Exec(ExecRequest),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Created { pid: i32, block: u32 },
+    Execed { pid: i32 },
+    Error(String),
+}
+
+/// Helper side: read the request from stdin, answer on stdout.
+pub fn main(_args: &[String]) -> i32 {
+    let mut input = String::new();
+    let reply = match std::io::stdin().read_to_string(&mut input) {
+        Err(e) => Reply::Error(format!("helper: read request: {e}")),
+        Ok(_) => match serde_json::from_str::<Request>(&input) {
+            Err(e) => Reply::Error(format!("helper: bad request: {e}")),
+            Ok(Request::Create(req)) => match eci_core::create(&req) {
+                Ok(c) => Reply::Created { pid: c.pid, block: c.block },
+                Err(e) => Reply::Error(e.to_string()),
+            },
+            Ok(Request::Exec(req)) => match eci_core::exec(&req) {
+                Ok(pid) => Reply::Execed { pid },
+                Err(e) => Reply::Error(e.to_string()),
+            },
+        },
+    };
+    let failed = matches!(reply, Reply::Error(_));
+    println!("{}", serde_json::to_string(&reply).expect("reply serializes"));
+    i32::from(failed)
+}
+
+/// Shim side: run the helper on a blocking thread and return its reply. The helper's exit
+/// status is not awaited (the shim's reaper owns all children); its reply is the result.
+pub async fn call(request: Request) -> Reply {
+    let run = move || -> std::io::Result<Reply> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg(HELPER_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            stdin.write_all(&serde_json::to_vec(&request).expect("request serializes"))?;
+        }
+        let mut out = String::new();
+        child.stdout.take().expect("piped stdout").read_to_string(&mut out)?;
+        Ok(serde_json::from_str(out.trim()).unwrap_or_else(|_| {
+            Reply::Error(if out.is_empty() {
+                "create helper died without an answer".to_string()
+            } else {
+                format!("create helper: {}", out.trim())
+            })
+        }))
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => Reply::Error(format!("cannot run create helper: {e}")),
+        Err(e) => Reply::Error(format!("create helper task: {e}")),
+    }
+}

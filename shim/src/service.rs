@@ -1,0 +1,645 @@
+//! The containerd Task API over a small process table. Glue only: decisions live in the
+//! policy crate, syscalls in core (run in-process) or in the create helper (anything that forks).
+
+use crate::helper::{self, Reply, Request};
+use crate::process::{now, Container, Exit, Process, Status, StdioPaths};
+use crate::stdio::{copy_console, resize, ConsoleSocket};
+use async_trait::async_trait;
+use containerd_shim::asynchronous::monitor::monitor_subscribe;
+use containerd_shim::asynchronous::publisher::RemotePublisher;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::monitor::{Subject, Topic};
+use containerd_shim::protos::api::*;
+use containerd_shim::protos::events::task::*;
+use containerd_shim::protos::protobuf::{well_known_types::any::Any, EnumOrUnknown, MessageDyn};
+use containerd_shim::protos::shim_async::Task;
+use containerd_shim::protos::topics::*;
+use containerd_shim::protos::ttrpc::{self, r#async::TtrpcContext, Code};
+use containerd_shim::protos::types::task::{ProcessInfo, Status as TaskStatus};
+use eci_core::ops::Handle;
+use eci_core::{Layout, RootfsMount};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+type TResult<T> = ttrpc::Result<T>;
+
+fn err(code: Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+fn not_found(what: &str) -> ttrpc::Error {
+    err(Code::NOT_FOUND, format!("{what}: not found"))
+}
+
+/// Runtime option types the shim accepts. They are read for compatibility and never weaken
+/// isolation: a `BinaryName` pointing at runc, for one, is ignored.
+const KNOWN_OPTION_TYPES: &[&str] = &["containerd.runc.v1.Options", "io.containerd.runc.v1.Options", "runtimeoptions.v1.Options"];
+
+pub struct TaskService {
+    namespace: String,
+    containerd_address: String,
+    layout: Layout,
+    exit: Arc<ExitSignal>,
+    publisher: Arc<RemotePublisher>,
+    containers: Arc<Mutex<HashMap<String, Container>>>,
+    /// Exits of pids not yet in the table (a process can die before create returns).
+    early_exits: Arc<Mutex<HashMap<i32, i32>>>,
+}
+
+impl TaskService {
+    pub async fn new(namespace: &str, containerd_address: &str, exit: Arc<ExitSignal>, publisher: RemotePublisher) -> Self {
+        let service = TaskService {
+            namespace: namespace.to_string(),
+            containerd_address: containerd_address.to_string(),
+            layout: Layout::default(),
+            exit,
+            publisher: Arc::new(publisher),
+            containers: Arc::default(),
+            early_exits: Arc::default(),
+        };
+        service.watch_exits().await;
+        service
+    }
+
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        publish(&self.publisher, &self.namespace, topic, event).await;
+    }
+
+    /// One task receives every reaped child from containerd-shim's reaper and settles the
+    /// process it belongs to. No other code waits for children.
+    async fn watch_exits(&self) {
+        let mut sub = match monitor_subscribe(Topic::Pid).await {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot subscribe to process exits: {e}");
+                return;
+            }
+        };
+        let containers = self.containers.clone();
+        let early = self.early_exits.clone();
+        let publisher = self.publisher.clone();
+        let namespace = self.namespace.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = sub.rx.recv().await {
+                let Subject::Pid(pid) = ev.subject else { continue };
+                settle_exit(&containers, &early, &publisher, &namespace, pid, ev.exit_code).await;
+            }
+        });
+    }
+
+    /// Register a freshly started pid, settling it at once if it already died.
+    async fn register_pid(&self, id: &str, exec_id: &str, pid: i32) {
+        {
+            let mut containers = self.containers.lock().await;
+            if let Some(p) = containers.get_mut(id).and_then(|c| c.process_mut(exec_id)) {
+                p.pid = pid;
+            }
+        }
+        let code = self.early_exits.lock().await.remove(&pid);
+        if let Some(code) = code {
+            settle_exit(&self.containers, &self.early_exits, &self.publisher, &self.namespace, pid, code).await;
+        }
+    }
+
+    async fn console_for(&self, id: &str, exec_id: &str, terminal: bool) -> TResult<Option<ConsoleSocket>> {
+        if !terminal {
+            return Ok(None);
+        }
+        let name = format!("{id}-{}", if exec_id.is_empty() { "init" } else { exec_id });
+        let dir = self.layout.base().join("console");
+        ConsoleSocket::new(&dir, &name)
+            .map(Some)
+            .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))
+    }
+
+    /// Run the helper, receiving the pty master concurrently when there is a terminal.
+    async fn run_helper(&self, request: Request, console: Option<ConsoleSocket>) -> TResult<(Reply, Option<Arc<std::os::fd::OwnedFd>>)> {
+        let receiver = console.map(|c| tokio::task::spawn_blocking(move || c.receive()));
+        let reply = helper::call(request).await;
+        let master = match receiver {
+            Some(r) if !matches!(reply, Reply::Error(_)) => Some(Arc::new(
+                r.await
+                    .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+                    .map_err(|e| err(Code::INTERNAL, format!("console: {e}")))?,
+            )),
+            Some(r) => {
+                r.abort();
+                None
+            }
+            None => None,
+        };
+        Ok((reply, master))
+    }
+}
+
+async fn publish(publisher: &RemotePublisher, namespace: &str, topic: &str, event: Box<dyn MessageDyn>) {
+    if let Err(e) = publisher.publish(ttrpc::context::Context::default(), topic, namespace, event).await {
+        log::warn!("publish {topic}: {e}");
+    }
+}
+
+async fn settle_exit(
+    containers: &Mutex<HashMap<String, Container>>,
+    early: &Mutex<HashMap<i32, i32>>,
+    publisher: &RemotePublisher,
+    namespace: &str,
+    pid: i32,
+    code: i32,
+) {
+    let found = {
+        let mut containers = containers.lock().await;
+        containers.values_mut().find_map(|c| {
+            let cid = c.id.clone();
+            std::iter::once((String::new(), &mut c.init))
+                .chain(c.execs.iter_mut().map(|(k, v)| (k.clone(), v)))
+                .find(|(_, p)| p.pid == pid && p.status != Status::Stopped)
+                .map(|(exec_id, p)| {
+                    p.status = Status::Stopped;
+                    (cid, exec_id, p.io_done.take(), p.exit.clone())
+                })
+        })
+    };
+    let Some((cid, exec_id, io_done, exit)) = found else {
+        early.lock().await.insert(pid, code);
+        return;
+    };
+    if let Some(done) = io_done {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), done).await;
+    }
+    let at = now();
+    exit.send_replace(Some(Exit { code: code as u32, at: at.clone() }));
+    let id = if exec_id.is_empty() { cid.clone() } else { exec_id };
+    let event = TaskExit {
+        container_id: cid,
+        id,
+        pid: pid as u32,
+        exit_status: code as u32,
+        exited_at: Some(at).into(),
+        ..Default::default()
+    };
+    publish(publisher, namespace, TASK_EXIT_EVENT_TOPIC, Box::new(event)).await;
+}
+
+fn check_options(options: &Any) -> TResult<()> {
+    if options.type_url.is_empty() {
+        return Ok(());
+    }
+    let name = options.type_url.rsplit('/').next().unwrap_or(&options.type_url);
+    if KNOWN_OPTION_TYPES.contains(&name) {
+        return Ok(());
+    }
+    Err(err(
+        Code::INVALID_ARGUMENT,
+        format!("eci: unknown runtime options type {:?}; the ECI runtime accepts runc's options ({}) or none", options.type_url, KNOWN_OPTION_TYPES[0]),
+    ))
+}
+
+fn status_of(p: &Process) -> TaskStatus {
+    match p.status {
+        Status::Created => TaskStatus::CREATED,
+        Status::Running => TaskStatus::RUNNING,
+        Status::Paused => TaskStatus::PAUSED,
+        Status::Stopped => TaskStatus::STOPPED,
+    }
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> TResult<CreateTaskResponse> {
+        check_options(&req.options)?;
+        if !req.checkpoint.is_empty() {
+            return Err(err(Code::UNIMPLEMENTED, "eci: restoring from a checkpoint is not supported"));
+        }
+        if self.containers.lock().await.contains_key(&req.id) {
+            return Err(err(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
+        }
+        let console = self.console_for(&req.id, "", req.terminal).await?;
+        let request = Request::Create(eci_core::CreateRequest {
+            namespace: self.namespace.clone(),
+            id: req.id.clone(),
+            bundle: PathBuf::from(&req.bundle),
+            rootfs: req
+                .rootfs
+                .iter()
+                .map(|m| RootfsMount {
+                    typ: m.type_.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                })
+                .collect(),
+            stdio: eci_core::Stdio {
+                stdin: Some(PathBuf::from(&req.stdin)),
+                stdout: Some(PathBuf::from(&req.stdout)),
+                stderr: Some(PathBuf::from(&req.stderr)),
+                console_socket: console.as_ref().map(|c| c.path.clone()),
+            },
+            policy_path: PathBuf::from(eci_policy::DEFAULT_POLICY_PATH),
+            containerd_address: Some(PathBuf::from(&self.containerd_address)),
+            shim_pid: std::process::id() as i32,
+            base: self.layout.base().to_path_buf(),
+        });
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let mut init = Process::new(stdio.clone());
+        let (reply, master) = self.run_helper(request, console).await?;
+        let (pid, block) = match reply {
+            Reply::Created { pid, block } => (pid, block),
+            Reply::Error(e) => return Err(err(Code::FAILED_PRECONDITION, e)),
+            Reply::Execed { .. } => return Err(err(Code::INTERNAL, "helper answered exec to create")),
+        };
+        if let Some(master) = master {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            copy_console(master.clone(), &stdio.stdin, &stdio.stdout, tx);
+            init.console = Some(master);
+            init.io_done = Some(rx);
+        }
+        self.containers.lock().await.insert(
+            req.id.clone(),
+            Container {
+                id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                block,
+                init,
+                execs: HashMap::new(),
+            },
+        );
+        self.register_pid(&req.id, "", pid).await;
+        log::info!("created {} pid {pid} with ID block {block}", req.id);
+        let event = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: Some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            })
+            .into(),
+            pid: pid as u32,
+            ..Default::default()
+        };
+        self.publish(TASK_CREATE_EVENT_TOPIC, Box::new(event)).await;
+        Ok(CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TResult<StartResponse> {
+        if req.exec_id.is_empty() {
+            let pid = {
+                let containers = self.containers.lock().await;
+                let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+                if c.init.status != Status::Created {
+                    return Err(err(Code::FAILED_PRECONDITION, format!("container {} is not in created state", req.id)));
+                }
+                c.init.pid
+            };
+            let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
+            tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.start())
+                .await
+                .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+                .map_err(|e| err(Code::FAILED_PRECONDITION, format!("start {}: {e}", req.id)))?;
+            if let Some(p) = self.containers.lock().await.get_mut(&req.id) {
+                if p.init.status == Status::Created {
+                    p.init.status = Status::Running;
+                }
+            }
+            let event = TaskStart {
+                container_id: req.id.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            };
+            self.publish(TASK_START_EVENT_TOPIC, Box::new(event)).await;
+            return Ok(StartResponse { pid: pid as u32, ..Default::default() });
+        }
+
+        let (spec, stdio) = {
+            let mut containers = self.containers.lock().await;
+            let c = containers.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+            let p = c.execs.get_mut(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
+            let spec = p.spec.take().ok_or_else(|| err(Code::FAILED_PRECONDITION, format!("exec {} already started", req.exec_id)))?;
+            (spec, p.stdio.clone())
+        };
+        let dir = self.layout.private_bundle(&self.namespace, &req.id);
+        let process_path = dir.join(format!("exec-{}.json", req.exec_id));
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        tokio::fs::write(&process_path, &spec).await.map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        let console = self.console_for(&req.id, &req.exec_id, stdio.terminal).await?;
+        let request = Request::Exec(eci_core::ExecRequest {
+            namespace: self.namespace.clone(),
+            id: req.id.clone(),
+            process: process_path.clone(),
+            stdio: eci_core::Stdio {
+                stdin: Some(PathBuf::from(&stdio.stdin)),
+                stdout: Some(PathBuf::from(&stdio.stdout)),
+                stderr: Some(PathBuf::from(&stdio.stderr)),
+                console_socket: console.as_ref().map(|c| c.path.clone()),
+            },
+            base: self.layout.base().to_path_buf(),
+        });
+        let (reply, master) = self.run_helper(request, console).await?;
+        let _ = tokio::fs::remove_file(&process_path).await;
+        let pid = match reply {
+            Reply::Execed { pid } => pid,
+            Reply::Error(e) => {
+                if let Some(c) = self.containers.lock().await.get_mut(&req.id) {
+                    if let Some(p) = c.execs.get_mut(&req.exec_id) {
+                        p.status = Status::Stopped;
+                        p.exit.send_replace(Some(Exit { code: 255, at: now() }));
+                    }
+                }
+                return Err(err(Code::FAILED_PRECONDITION, e));
+            }
+            Reply::Created { .. } => return Err(err(Code::INTERNAL, "helper answered create to exec")),
+        };
+        {
+            let mut containers = self.containers.lock().await;
+            if let Some(p) = containers.get_mut(&req.id).and_then(|c| c.execs.get_mut(&req.exec_id)) {
+                p.status = Status::Running;
+                if let Some(master) = master {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    copy_console(master.clone(), &stdio.stdin, &stdio.stdout, tx);
+                    p.console = Some(master);
+                    p.io_done = Some(rx);
+                }
+            }
+        }
+        self.register_pid(&req.id, &req.exec_id, pid).await;
+        let event = TaskExecStarted {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            pid: pid as u32,
+            ..Default::default()
+        };
+        self.publish(TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event)).await;
+        Ok(StartResponse { pid: pid as u32, ..Default::default() })
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TResult<StateResponse> {
+        let containers = self.containers.lock().await;
+        let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let p = c.process(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
+        let exit = p.exited();
+        Ok(StateResponse {
+            id: if req.exec_id.is_empty() { req.id.clone() } else { req.exec_id.clone() },
+            bundle: c.bundle.clone(),
+            pid: p.pid as u32,
+            status: EnumOrUnknown::new(status_of(p)),
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            terminal: p.stdio.terminal,
+            exit_status: exit.as_ref().map(|e| e.code).unwrap_or(0),
+            exited_at: exit.map(|e| e.at).into(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TResult<Empty> {
+        let (pid, stopped) = {
+            let containers = self.containers.lock().await;
+            let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+            let p = c.process(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
+            (p.pid, p.status == Status::Stopped)
+        };
+        if req.all && req.exec_id.is_empty() {
+            let (layout, ns, id, sig) = (self.layout.clone(), self.namespace.clone(), req.id.clone(), req.signal as i32);
+            tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.kill_all(sig))
+                .await
+                .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+                .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+            return Ok(Empty::new());
+        }
+        if stopped || pid <= 0 {
+            return Err(err(Code::NOT_FOUND, "process already finished"));
+        }
+        let signal = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| err(Code::INVALID_ARGUMENT, format!("invalid signal {}", req.signal)))?;
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+            Ok(()) => Ok(Empty::new()),
+            Err(nix::errno::Errno::ESRCH) => Err(err(Code::NOT_FOUND, "process already finished")),
+            Err(e) => Err(err(Code::INTERNAL, format!("kill {pid}: {e}"))),
+        }
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TResult<DeleteResponse> {
+        if !req.exec_id.is_empty() {
+            let mut containers = self.containers.lock().await;
+            let c = containers.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+            let p = c.execs.get(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
+            if p.status == Status::Running {
+                return Err(err(Code::FAILED_PRECONDITION, format!("exec {} is still running", req.exec_id)));
+            }
+            let p = c.execs.remove(&req.exec_id).expect("present");
+            let exit = p.exited();
+            return Ok(DeleteResponse {
+                pid: p.pid as u32,
+                exit_status: exit.as_ref().map(|e| e.code).unwrap_or(0),
+                exited_at: exit.map(|e| e.at).into(),
+                ..Default::default()
+            });
+        }
+        let (pid, status) = {
+            let containers = self.containers.lock().await;
+            let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+            (c.init.pid, c.init.status)
+        };
+        if matches!(status, Status::Running | Status::Paused) {
+            return Err(err(Code::FAILED_PRECONDITION, format!("container {} is still running; kill it first", req.id)));
+        }
+        let bundle = {
+            let containers = self.containers.lock().await;
+            containers.get(&req.id).map(|c| c.bundle.clone()).unwrap_or_default()
+        };
+        let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
+        tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.destroy(std::path::Path::new(&bundle)))
+            .await
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        let c = self.containers.lock().await.remove(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let exit = c.init.exited().unwrap_or(Exit { code: 137, at: now() });
+        log::info!("deleted {} and released ID block {}", c.id, c.block);
+        let event = TaskDelete {
+            container_id: req.id.clone(),
+            pid: pid as u32,
+            exit_status: exit.code,
+            exited_at: Some(exit.at.clone()).into(),
+            id: req.id.clone(),
+            ..Default::default()
+        };
+        self.publish(TASK_DELETE_EVENT_TOPIC, Box::new(event)).await;
+        Ok(DeleteResponse {
+            pid: pid as u32,
+            exit_status: exit.code,
+            exited_at: Some(exit.at).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TResult<WaitResponse> {
+        let mut rx = {
+            let containers = self.containers.lock().await;
+            let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+            c.process(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?.exit.subscribe()
+        };
+        let exit = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| err(Code::INTERNAL, "process table dropped"))?
+            .clone()
+            .expect("waited for Some");
+        Ok(WaitResponse {
+            exit_status: exit.code,
+            exited_at: Some(exit.at).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TResult<Empty> {
+        let mut containers = self.containers.lock().await;
+        let c = containers.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+        if c.init.status == Status::Stopped {
+            return Err(err(Code::FAILED_PRECONDITION, format!("container {} is stopped", req.id)));
+        }
+        if c.execs.contains_key(&req.exec_id) {
+            return Err(err(Code::ALREADY_EXISTS, format!("exec {} already exists", req.exec_id)));
+        }
+        let spec = req.spec.as_ref().map(|a| a.value.clone()).ok_or_else(|| err(Code::INVALID_ARGUMENT, "exec without a process spec"))?;
+        let mut p = Process::new(StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        });
+        p.spec = Some(spec);
+        c.execs.insert(req.exec_id.clone(), p);
+        drop(containers);
+        let event = TaskExecAdded {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        };
+        self.publish(TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event)).await;
+        Ok(Empty::new())
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TResult<Empty> {
+        let containers = self.containers.lock().await;
+        let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let p = c.process(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
+        if let Some(master) = &p.console {
+            resize(master, req.width, req.height).map_err(|e| err(Code::INTERNAL, format!("resize: {e}")))?;
+        }
+        Ok(Empty::new())
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, _req: CloseIORequest) -> TResult<Empty> {
+        // stdin fifos are the process's own (or the copier's): containerd closing its end is
+        // what delivers EOF.
+        Ok(Empty::new())
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TResult<PidsResponse> {
+        let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
+        let pids = tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.pids())
+            .await
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        Ok(PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| ProcessInfo {
+                    pid: pid as u32,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TResult<Empty> {
+        self.freeze(&req.id, true).await?;
+        self.publish(TASK_PAUSED_EVENT_TOPIC, Box::new(TaskPaused { container_id: req.id.clone(), ..Default::default() })).await;
+        Ok(Empty::new())
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TResult<Empty> {
+        self.freeze(&req.id, false).await?;
+        self.publish(TASK_RESUMED_EVENT_TOPIC, Box::new(TaskResumed { container_id: req.id.clone(), ..Default::default() })).await;
+        Ok(Empty::new())
+    }
+
+    async fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> TResult<Empty> {
+        Err(err(Code::UNIMPLEMENTED, "eci: checkpoint is not supported by the ECI runtime"))
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TResult<Empty> {
+        let resources: eci_core::ops::Resources = serde_json::from_slice(&req.resources.value)
+            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("update: resources are not an OCI LinuxResources: {e}")))?;
+        let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
+        tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.update(&resources))
+            .await
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        Ok(Empty::new())
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TResult<StatsResponse> {
+        let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
+        let stats = tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.stats())
+            .await
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        Ok(StatsResponse {
+            stats: Some(crate::metrics::to_any(&stats)).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TResult<ConnectResponse> {
+        let containers = self.containers.lock().await;
+        let task_pid = containers.get(&req.id).map(|c| c.init.pid).unwrap_or(0);
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: task_pid as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TResult<Empty> {
+        if self.containers.lock().await.is_empty() {
+            self.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+}
+
+impl TaskService {
+    async fn freeze(&self, id: &str, frozen: bool) -> TResult<()> {
+        let (layout, ns, cid) = (self.layout.clone(), self.namespace.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || {
+            let h = Handle { layout: &layout, namespace: &ns, id: &cid };
+            if frozen {
+                h.pause()
+            } else {
+                h.resume()
+            }
+        })
+        .await
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+        .map_err(|e| err(Code::FAILED_PRECONDITION, e.to_string()))?;
+        if let Some(c) = self.containers.lock().await.get_mut(id) {
+            c.init.status = if frozen { Status::Paused } else { Status::Running };
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Terminals: libcontainer hands the pty master over a console socket; the shim copies between
+//! it and containerd's fifos, and resizes it. Plain stdio needs no copying: the helper opens
+//! containerd's fifos and gives them to the process directly.
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use std::fs::OpenOptions;
+use std::io::{IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct ConsoleSocket {
+    pub path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    pub fn new(dir: &Path, name: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    /// Wait (blocking) for libcontainer to send the pty master.
+    pub fn receive(self) -> std::io::Result<OwnedFd> {
+        let (stream, _) = self.listener.accept()?;
+        let _ = std::fs::remove_file(&self.path);
+        let mut buf = [0u8; 4096];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                if let Some(&fd) = fds.first() {
+                    // SAFETY: the kernel installed this fd in our table for us via SCM_RIGHTS.
+                    return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        Err(std::io::Error::other("console socket: no pty master received"))
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Copy stdin fifo → master and master → stdout fifo on two threads; `done` fires when the
+/// output side has drained (the process and everything holding the pty have exited).
+pub fn copy_console(master: Arc<OwnedFd>, stdin: &str, stdout: &str, done: tokio::sync::oneshot::Sender<()>) {
+    if !stdin.is_empty() {
+        let path = stdin.to_string();
+        let m = master.clone();
+        std::thread::spawn(move || {
+            if let Ok(mut input) = OpenOptions::new().read(true).open(&path) {
+                let mut out = std::fs::File::from(m.try_clone().expect("dup pty master"));
+                let _ = std::io::copy(&mut input, &mut out);
+            }
+        });
+    }
+    let path = stdout.to_string();
+    std::thread::spawn(move || {
+        if let Ok(mut output) = OpenOptions::new().write(true).open(&path) {
+            let mut input = std::fs::File::from(master.try_clone().expect("dup pty master"));
+            let mut buf = [0u8; 8192];
+            // EIO on the master means every slave fd is closed.
+            while let Ok(n) = input.read(&mut buf) {
+                if n == 0 || output.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = done.send(());
+    });
+}
+
+pub fn resize(master: &OwnedFd, width: u32, height: u32) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: height as u16,
+        ws_col: width as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct we own from a valid pty master fd.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
