@@ -16,7 +16,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::mount::{umount2, MntFlags};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -97,6 +97,7 @@ impl Drop for Undo<'_> {
         let _ = fs::remove_dir_all(self.layout.private_bundle(&self.req.namespace, &self.req.id));
         if let Some(rootfs) = &self.rootfs {
             unmount_all(rootfs);
+            let _ = fs::remove_dir(rootfs);
         }
         if let Some(block) = self.lease {
             let _ = LeaseDir::new(self.layout.leases()).release(block);
@@ -150,15 +151,23 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
 
     let userns = IdmapUserNs::new(block).map_err(io("create user namespace for ID-mapping"))?;
 
-    let rootfs = rootfs_path(&req.bundle, &spec);
-    if !req.rootfs.is_empty() || rootfs.exists() {
-        mount_rootfs(&req.rootfs, &rootfs, &layout.staging(&req.namespace, &req.id).join("layers"), &userns, block)?;
-        undo.rootfs = Some(rootfs.clone());
+    // containerd's rootfs mounts, or (with none) the bundle's own rootfs directory, ID-mapped
+    // and mounted where container root can reach it.
+    let rootfs = layout.rootfs(&req.namespace, &req.id);
+    fs::create_dir_all(&rootfs).map_err(io(format!("create {}", rootfs.display())))?;
+    undo.rootfs = Some(rootfs.clone());
+    if req.rootfs.is_empty() {
+        let source = rootfs_path(&req.bundle, &spec);
+        if !source.is_dir() {
+            return Err(CreateError::Io {
+                what: format!("rootfs {} (no rootfs mounts were given and the bundle has none)", source.display()),
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        }
+        let bind = RootfsMount { typ: "bind".into(), source: source.display().to_string(), options: vec!["rbind".into()] };
+        mount_rootfs(&[bind], &rootfs, &layout.staging(&req.namespace, &req.id).join("layers"), &userns, block)?;
     } else {
-        return Err(CreateError::Io {
-            what: format!("rootfs {}", rootfs.display()),
-            source: std::io::ErrorKind::NotFound.into(),
-        });
+        mount_rootfs(&req.rootfs, &rootfs, &layout.staging(&req.namespace, &req.id).join("layers"), &userns, block)?;
     }
 
     let staging = layout.staging(&req.namespace, &req.id).join("binds");
@@ -226,6 +235,9 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
 
 /// Open the container's stdio the way libcontainer wants it: fds, with /dev/null for absent
 /// streams so the container never inherits the helper's own pipes.
+/// Stdin path meaning "the helper's own fd 0".
+pub const STDIN_FROM_HELPER: &str = "/proc/self/fd/0";
+
 pub(crate) fn with_stdio(mut b: ContainerBuilder, stdio: &Stdio) -> Result<ContainerBuilder, CreateError> {
     if stdio.console_socket.is_some() {
         return Ok(b);
@@ -239,7 +251,14 @@ pub(crate) fn with_stdio(mut b: ContainerBuilder, stdio: &Stdio) -> Result<Conta
             .map_err(io(format!("open stdio {}", path.display())))?;
         Ok(f.into())
     };
-    b = b.with_stdin(open(&stdio.stdin, false)?);
+    // The shim hands stdin over as the helper's own fd 0 (a pipe it feeds from containerd's
+    // fifo), so the container sees EOF only when containerd closes stdin.
+    let stdin = if stdio.stdin.as_deref() == Some(Path::new(STDIN_FROM_HELPER)) {
+        std::io::stdin().as_fd().try_clone_to_owned().map_err(io("dup stdin"))?
+    } else {
+        open(&stdio.stdin, false)?
+    };
+    b = b.with_stdin(stdin);
     b = b.with_stdout(open(&stdio.stdout, true)?);
     b = b.with_stderr(open(&stdio.stderr, true)?);
     Ok(b)

@@ -41,6 +41,12 @@ impl IdmapUserNs {
         // async-signal-safe calls (unshare, write, read, _exit).
         match unsafe { fork() }? {
             ForkResult::Child => {
+                // The write end must be closed here too, or the read below never sees EOF.
+                // SAFETY: closing fds this child owns; async-signal-safe.
+                unsafe {
+                    libc::close(done_w.as_raw_fd());
+                    libc::close(ready_r.as_raw_fd());
+                }
                 let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
                 let mut byte = [u8::from(ok)];
                 // SAFETY: raw syscalls on fds this child owns; no allocation after fork.

@@ -38,6 +38,11 @@ impl Layout {
     pub fn staging(&self, namespace: &str, id: &str) -> PathBuf {
         self.base.join("mnt").join(namespace).join(id)
     }
+    /// Where the container's root file system is mounted. Not containerd's bundle/rootfs: the
+    /// bundle's parents are 0700 and host root's, which container root cannot traverse.
+    pub fn rootfs(&self, namespace: &str, id: &str) -> PathBuf {
+        self.base.join("rootfs").join(namespace).join(id)
+    }
     pub fn leases(&self) -> PathBuf {
         self.base.join("leases")
     }

@@ -126,6 +126,9 @@ impl Handle<'_> {
         }
         let _ = std::fs::remove_dir_all(staging);
         let _ = std::fs::remove_dir_all(self.layout.private_bundle(self.namespace, self.id));
+        let rootfs = self.layout.rootfs(self.namespace, self.id);
+        unmount_all(&rootfs);
+        let _ = std::fs::remove_dir(&rootfs);
         unmount_all(&bundle.join("rootfs"));
         let leases = LeaseDir::new(self.layout.leases());
         if let Some(block) = leases.find(self.namespace, self.id) {

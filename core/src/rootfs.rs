@@ -51,7 +51,7 @@ pub fn mount_rootfs(
     block: IdBlock,
 ) -> Result<(), RootfsError> {
     match mounts {
-        [] => idmap_in_place(target, userns),
+        [] => Err(RootfsError::Unsupported("none".into())),
         [m] if m.typ == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind") => {
             let read_only = m.options.iter().any(|o| o == "ro");
             idmap_at(Path::new(&m.source), target, userns, read_only)
@@ -68,10 +68,6 @@ fn idmap_at(source: &Path, target: &Path, userns: &IdmapUserNs, read_only: bool)
         source: source_err,
     })?;
     attach(&tree, target).map_err(io_err("attach ID-mapped mount at", target))
-}
-
-fn idmap_in_place(target: &Path, userns: &IdmapUserNs) -> Result<(), RootfsError> {
-    idmap_at(target, target, userns, false)
 }
 
 fn mount_overlay(

@@ -26,12 +26,19 @@ pub enum Reply {
     Error(String),
 }
 
-/// Helper side: read the request from stdin, answer on stdout.
-pub fn main(_args: &[String]) -> i32 {
-    let mut input = String::new();
-    let reply = match std::io::stdin().read_to_string(&mut input) {
-        Err(e) => Reply::Error(format!("helper: read request: {e}")),
-        Ok(_) => match serde_json::from_str::<Request>(&input) {
+/// Helper side: the request is the argument, the process's stdin (fd 0) is the container
+/// process's stdin, and the answer goes to stdout.
+pub fn main(args: &[String]) -> i32 {
+    // libcontainer reports through `tracing`; when asked, send it to a file for debugging.
+    if let Some(path) = std::env::var_os("ECI_HELPER_LOG") {
+        if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = tracing_subscriber::fmt().with_writer(std::sync::Mutex::new(file)).with_ansi(false).try_init();
+        }
+    }
+    let input = args.first().map(String::as_str).unwrap_or("");
+    let reply = match Ok::<(), ()>(()) {
+        Err(()) => unreachable!(),
+        Ok(()) => match serde_json::from_str::<Request>(input) {
             Err(e) => Reply::Error(format!("helper: bad request: {e}")),
             Ok(Request::Create(req)) => match eci_core::create(&req) {
                 Ok(c) => Reply::Created { pid: c.pid, block: c.block },
@@ -50,20 +57,16 @@ pub fn main(_args: &[String]) -> i32 {
 
 /// Shim side: run the helper on a blocking thread and return its reply. The helper's exit
 /// status is not awaited (the shim's reaper owns all children); its reply is the result.
-pub async fn call(request: Request) -> Reply {
+pub async fn call(request: Request, stdin: Option<std::os::fd::OwnedFd>) -> Reply {
     let run = move || -> std::io::Result<Reply> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg(HELPER_ARG)
-            .stdin(Stdio::piped())
+            .arg(serde_json::to_string(&request).expect("request serializes"))
+            .stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("piped stdin");
-            stdin.write_all(&serde_json::to_vec(&request).expect("request serializes"))?;
-        }
         let mut out = String::new();
         child.stdout.take().expect("piped stdout").read_to_string(&mut out)?;
         Ok(serde_json::from_str(out.trim()).unwrap_or_else(|_| {

@@ -3,7 +3,7 @@
 
 use crate::helper::{self, Reply, Request};
 use crate::process::{now, Container, Exit, Process, Status, StdioPaths};
-use crate::stdio::{copy_console, resize, ConsoleSocket};
+use crate::stdio::{copy_console, release_stdin, resize, stdin_pipe, ConsoleSocket};
 use async_trait::async_trait;
 use containerd_shim::asynchronous::monitor::monitor_subscribe;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
@@ -115,9 +115,9 @@ impl TaskService {
     }
 
     /// Run the helper, receiving the pty master concurrently when there is a terminal.
-    async fn run_helper(&self, request: Request, console: Option<ConsoleSocket>) -> TResult<(Reply, Option<Arc<std::os::fd::OwnedFd>>)> {
+    async fn run_helper(&self, request: Request, console: Option<ConsoleSocket>, stdin: Option<std::os::fd::OwnedFd>) -> TResult<(Reply, Option<Arc<std::os::fd::OwnedFd>>)> {
         let receiver = console.map(|c| tokio::task::spawn_blocking(move || c.receive()));
-        let reply = helper::call(request).await;
+        let reply = helper::call(request, stdin).await;
         let master = match receiver {
             Some(r) if !matches!(reply, Reply::Error(_)) => Some(Arc::new(
                 r.await
@@ -216,6 +216,7 @@ impl Task for TaskService {
             return Err(err(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
         let console = self.console_for(&req.id, "", req.terminal).await?;
+        let stdin = if req.terminal { None } else { stdin_pipe(&req.stdin).map_err(|e| err(Code::INTERNAL, format!("stdin: {e}")))? };
         let request = Request::Create(eci_core::CreateRequest {
             namespace: self.namespace.clone(),
             id: req.id.clone(),
@@ -230,7 +231,7 @@ impl Task for TaskService {
                 })
                 .collect(),
             stdio: eci_core::Stdio {
-                stdin: Some(PathBuf::from(&req.stdin)),
+                stdin: stdin.as_ref().map(|_| PathBuf::from(eci_core::create::STDIN_FROM_HELPER)),
                 stdout: Some(PathBuf::from(&req.stdout)),
                 stderr: Some(PathBuf::from(&req.stderr)),
                 console_socket: console.as_ref().map(|c| c.path.clone()),
@@ -247,10 +248,13 @@ impl Task for TaskService {
             terminal: req.terminal,
         };
         let mut init = Process::new(stdio.clone());
-        let (reply, master) = self.run_helper(request, console).await?;
+        let (reply, master) = self.run_helper(request, console, stdin).await?;
         let (pid, block) = match reply {
             Reply::Created { pid, block } => (pid, block),
-            Reply::Error(e) => return Err(err(Code::FAILED_PRECONDITION, e)),
+            Reply::Error(e) => {
+                release_stdin(&req.stdin);
+                return Err(err(Code::FAILED_PRECONDITION, e));
+            }
             Reply::Execed { .. } => return Err(err(Code::INTERNAL, "helper answered exec to create")),
         };
         if let Some(master) = master {
@@ -334,23 +338,25 @@ impl Task for TaskService {
         tokio::fs::create_dir_all(&dir).await.map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         tokio::fs::write(&process_path, &spec).await.map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         let console = self.console_for(&req.id, &req.exec_id, stdio.terminal).await?;
+        let stdin = if stdio.terminal { None } else { stdin_pipe(&stdio.stdin).map_err(|e| err(Code::INTERNAL, format!("stdin: {e}")))? };
         let request = Request::Exec(eci_core::ExecRequest {
             namespace: self.namespace.clone(),
             id: req.id.clone(),
             process: process_path.clone(),
             stdio: eci_core::Stdio {
-                stdin: Some(PathBuf::from(&stdio.stdin)),
+                stdin: stdin.as_ref().map(|_| PathBuf::from(eci_core::create::STDIN_FROM_HELPER)),
                 stdout: Some(PathBuf::from(&stdio.stdout)),
                 stderr: Some(PathBuf::from(&stdio.stderr)),
                 console_socket: console.as_ref().map(|c| c.path.clone()),
             },
             base: self.layout.base().to_path_buf(),
         });
-        let (reply, master) = self.run_helper(request, console).await?;
+        let (reply, master) = self.run_helper(request, console, stdin).await?;
         let _ = tokio::fs::remove_file(&process_path).await;
         let pid = match reply {
             Reply::Execed { pid } => pid,
             Reply::Error(e) => {
+                release_stdin(&stdio.stdin);
                 if let Some(c) = self.containers.lock().await.get_mut(&req.id) {
                     if let Some(p) = c.execs.get_mut(&req.exec_id) {
                         p.status = Status::Stopped;
@@ -440,6 +446,7 @@ impl Task for TaskService {
                 return Err(err(Code::FAILED_PRECONDITION, format!("exec {} is still running", req.exec_id)));
             }
             let p = c.execs.remove(&req.exec_id).expect("present");
+            release_stdin(&p.stdio.stdin);
             let exit = p.exited();
             return Ok(DeleteResponse {
                 pid: p.pid as u32,
@@ -465,6 +472,7 @@ impl Task for TaskService {
             .await
             .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         let c = self.containers.lock().await.remove(&req.id).ok_or_else(|| not_found(&req.id))?;
+        release_stdin(&c.init.stdio.stdin);
         let exit = c.init.exited().unwrap_or(Exit { code: 137, at: now() });
         log::info!("deleted {} and released ID block {}", c.id, c.block);
         let event = TaskDelete {

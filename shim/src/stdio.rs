@@ -92,3 +92,29 @@ pub fn resize(master: &OwnedFd, width: u32, height: u32) -> std::io::Result<()> 
     }
     Ok(())
 }
+
+/// Containerd's stdin fifo may get its writer late or never. Opening it blocks until then, so
+/// a thread does that and feeds a pipe whose read end the process gets: the process sees EOF
+/// exactly when containerd closes stdin, never before its writer arrived.
+pub fn stdin_pipe(path: &str) -> std::io::Result<Option<OwnedFd>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let (read, write) = nix::unistd::pipe()?;
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        if let Ok(mut fifo) = OpenOptions::new().read(true).open(&path) {
+            let mut out = std::fs::File::from(write);
+            let _ = std::io::copy(&mut fifo, &mut out);
+        }
+    });
+    Ok(Some(read))
+}
+
+/// Release a stdin thread still waiting for containerd's writer.
+pub fn release_stdin(path: &str) {
+    if !path.is_empty() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path);
+    }
+}
