@@ -63,6 +63,8 @@ pub enum CreateError {
     Io { what: String, source: std::io::Error },
     #[error("libcontainer: {0}")]
     Libcontainer(String),
+    #[error("{0}")]
+    Exec(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CreateError {

@@ -1,12 +1,27 @@
 //! Starting an additional process in a running container (containerd's Exec), run in the
-//! helper for the same reason as create: libcontainer forks.
+//! single-threaded helper because it forks.
+//!
+//! libcontainer 0.7's tenant builder does not join the container's *user* namespace: an
+//! exec'd process would be real host root inside the container's other namespaces. So exec
+//! is done here: join the cgroup, join the user namespace first and then the others, fork
+//! into the pid namespace, set IDs, capabilities, limits and seccomp, and execve.
 
-use crate::create::{error_chain, with_stdio, CreateError, Stdio};
+use crate::create::{error_chain, CreateError, Stdio, STDIN_FROM_HELPER};
 use crate::layout::Layout;
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
+use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
+use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::{Process, Spec};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecRequest {
@@ -18,18 +33,253 @@ pub struct ExecRequest {
     pub base: PathBuf,
 }
 
+/// Namespaces in the order they are joined: user first, so that joining the others is
+/// authorised by the capabilities the process then holds in the container's user namespace.
+const NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+];
+
+fn other(what: impl std::fmt::Display) -> CreateError {
+    CreateError::Exec(what.to_string())
+}
+
+enum ExecStdio {
+    Plain { stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd },
+    Console(UnixStream),
+}
+
 pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
     let layout = Layout::new(&req.base);
-    let builder = with_stdio(ContainerBuilder::new(req.id.clone(), SyscallType::default()), &req.stdio)?
-        .with_root_path(layout.state_root(&req.namespace))
-        .map_err(|e| CreateError::Libcontainer(e.to_string()))?
-        .with_console_socket(req.stdio.console_socket.as_ref());
-    let pid = builder
-        .as_tenant()
-        .with_process(Some(&req.process))
-        .as_sibling(true)
-        .with_detach(true)
-        .build()
-        .map_err(|e| CreateError::Libcontainer(error_chain(&e)))?;
-    Ok(pid.as_raw())
+    let container = Container::load(layout.container_state(&req.namespace, &req.id)).map_err(|e| other(error_chain(&e)))?;
+    let init = container.pid().ok_or_else(|| other(format!("container {} has no running init", req.id)))?;
+    let text = fs::read(&req.process).map_err(|e| other(format!("read exec process {}: {e}", req.process.display())))?;
+    let process: Process = serde_json::from_slice(&text).map_err(|e| other(format!("exec process spec is invalid: {e}")))?;
+    let spec = Spec::load(layout.private_bundle(&req.namespace, &req.id).join("config.json")).map_err(|e| other(e.to_string()))?;
+    let cgroup = create_cgroup_manager(CgroupConfig {
+        cgroup_path: container.spec().map_err(|e| other(error_chain(&e)))?.cgroup_path,
+        systemd_cgroup: false,
+        container_name: req.id.clone(),
+    })
+    .map_err(|e| other(error_chain(&e)))?;
+
+    let namespaces: Vec<(File, CloneFlags)> = NAMESPACES
+        .iter()
+        .map(|(name, flag)| {
+            File::open(format!("/proc/{init}/ns/{name}"))
+                .map(|f| (f, *flag))
+                .map_err(|e| other(format!("container {} is gone ({name} namespace: {e})", req.id)))
+        })
+        .collect::<Result<_, _>>()?;
+    let stdio = match &req.stdio.console_socket {
+        Some(path) => ExecStdio::Console(UnixStream::connect(path).map_err(|e| other(format!("console socket: {e}")))?),
+        None => ExecStdio::Plain {
+            stdin: open_stdio(req.stdio.stdin.as_deref(), false)?,
+            stdout: open_stdio(req.stdio.stdout.as_deref(), true)?,
+            stderr: open_stdio(req.stdio.stderr.as_deref(), true)?,
+        },
+    };
+    let program = resolve_program(&process)?;
+
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(other)?;
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(other)?;
+    // SAFETY: the helper is single-threaded, so the child may run ordinary Rust code.
+    match unsafe { fork() }.map_err(other)? {
+        ForkResult::Child => {
+            drop(report_r);
+            drop(go_w);
+            let mut report = File::from(report_w);
+            let code = match join_and_spawn(go_r, &namespaces, &spec, &process, &program, stdio, &report) {
+                Ok(pid) => {
+                    let _ = write!(report, "PID {pid}\n");
+                    0
+                }
+                Err(e) => {
+                    let _ = write!(report, "ERR {e}\n");
+                    1
+                }
+            };
+            // SAFETY: leaving the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(report_w);
+            drop(go_r);
+            let joined = cgroup.add_task(child);
+            let mut go = File::from(go_w);
+            if joined.is_ok() {
+                let _ = go.write_all(b"g");
+            }
+            drop(go);
+            let mut out = String::new();
+            let _ = File::from(report_r).read_to_string(&mut out);
+            let _ = waitpid(child, None);
+            joined.map_err(|e| other(format!("join container cgroup: {}", error_chain(&e))))?;
+            parse_report(&out)
+        }
+    }
+}
+
+/// The report holds the new pid, then (only if execve failed) the error.
+fn parse_report(out: &str) -> Result<i32, CreateError> {
+    let mut pid = None;
+    for line in out.lines() {
+        if let Some(e) = line.strip_prefix("ERR ") {
+            return Err(other(e));
+        }
+        if let Some(p) = line.strip_prefix("PID ") {
+            pid = p.trim().parse().ok();
+        }
+    }
+    pid.ok_or_else(|| other("exec: the process did not start"))
+}
+
+fn open_stdio(path: Option<&Path>, write: bool) -> Result<OwnedFd, CreateError> {
+    if path == Some(Path::new(STDIN_FROM_HELPER)) {
+        return std::io::stdin().as_fd().try_clone_to_owned().map_err(other);
+    }
+    let path = path.filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/dev/null"));
+    let f = OpenOptions::new().read(!write).write(write).open(path).map_err(|e| other(format!("open {}: {e}", path.display())))?;
+    Ok(f.into())
+}
+
+/// Find the program the way execvp would, but with the process's own PATH.
+fn resolve_program(process: &Process) -> Result<(CString, Vec<CString>, Vec<CString>), CreateError> {
+    let args = process.args().clone().unwrap_or_default();
+    let first = args.first().ok_or_else(|| other("exec: the process has no args"))?.clone();
+    let env: Vec<String> = process.env().clone().unwrap_or_default();
+    let cstr = |s: &str| CString::new(s).map_err(|_| other(format!("exec: {s:?} contains a NUL byte")));
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let candidates: Vec<String> = if first.contains('/') {
+        vec![first.clone()]
+    } else {
+        path.split(':').map(|dir| format!("{dir}/{first}")).collect()
+    };
+    Ok((
+        cstr(&candidates.join(":"))?,
+        args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+        env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?,
+    ))
+}
+
+/// In the first child: wait until the parent put us in the cgroup, join the namespaces, and
+/// fork the process itself into the container's pid namespace.
+fn join_and_spawn(
+    go: OwnedFd,
+    namespaces: &[(File, CloneFlags)],
+    spec: &Spec,
+    process: &Process,
+    program: &(CString, Vec<CString>, Vec<CString>),
+    stdio: ExecStdio,
+    report: &File,
+) -> Result<i32, String> {
+    let mut byte = [0u8];
+    if File::from(go).read(&mut byte).map_err(|e| e.to_string())? != 1 {
+        return Err("exec: could not join the container's cgroup".into());
+    }
+    for (ns, flag) in namespaces {
+        setns(ns.as_fd(), *flag).map_err(|e| format!("join {flag:?}: {e}"))?;
+    }
+    // SAFETY: still single-threaded after the first fork.
+    match unsafe { fork() }.map_err(|e| e.to_string())? {
+        ForkResult::Parent { child } => Ok(child.as_raw()),
+        ForkResult::Child => {
+            let e = become_process(spec, process, program, stdio);
+            let mut report = report;
+            let _ = write!(report, "ERR {e}\n");
+            // SAFETY: leaving the forked child after a failed exec.
+            unsafe { libc::_exit(127) }
+        }
+    }
+}
+
+/// In the container: set up stdio, IDs, capabilities, limits and seccomp, then execve.
+/// Returns only on failure.
+fn become_process(spec: &Spec, process: &Process, program: &(CString, Vec<CString>, Vec<CString>), stdio: ExecStdio) -> String {
+    let result = (|| -> Result<(), String> {
+        match stdio {
+            ExecStdio::Plain { stdin, stdout, stderr } => {
+                for (fd, target) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
+                    nix::unistd::dup2(fd.as_raw_fd(), target).map_err(|e| format!("stdio: {e}"))?;
+                }
+            }
+            ExecStdio::Console(socket) => setup_terminal(&socket, process)?,
+        }
+        for rlimit in process.rlimits().iter().flatten() {
+            let lim = libc::rlimit {
+                rlim_cur: rlimit.soft(),
+                rlim_max: rlimit.hard(),
+            };
+            // SAFETY: setrlimit with a valid resource number and struct.
+            if unsafe { libc::setrlimit(rlimit.typ() as libc::__rlimit_resource_t, &lim) } != 0 {
+                return Err(format!("setrlimit {:?}: {}", rlimit.typ(), std::io::Error::last_os_error()));
+            }
+        }
+        let user = process.user();
+        // SAFETY: prctl(PR_SET_KEEPCAPS) has no pointer arguments.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+        let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+        nix::unistd::setresgid(Gid::from_raw(user.gid()), Gid::from_raw(user.gid()), Gid::from_raw(user.gid())).map_err(|e| format!("setgid {}: {e}", user.gid()))?;
+        nix::unistd::setresuid(Uid::from_raw(user.uid()), Uid::from_raw(user.uid()), Uid::from_raw(user.uid())).map_err(|e| format!("setuid {}: {e}", user.uid()))?;
+        if let Some(caps) = process.capabilities() {
+            let syscall = libcontainer::syscall::syscall::create_syscall();
+            libcontainer::capabilities::drop_privileges(caps, &*syscall).map_err(|e| format!("capabilities: {e}"))?;
+        }
+        if process.no_new_privileges().unwrap_or(false) {
+            // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) has no pointer arguments.
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        }
+        std::env::set_current_dir(process.cwd()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
+        if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            libcontainer::seccomp::initialize_seccomp(seccomp).map_err(|e| format!("seccomp: {e}"))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        return e;
+    }
+    let (candidates, args, env) = program;
+    let mut last = nix::errno::Errno::ENOENT;
+    for candidate in candidates.to_bytes().split(|b| *b == b':') {
+        let Ok(path) = CString::new(candidate) else { continue };
+        let Err(e) = nix::unistd::execve(&path, args, env);
+        if e != nix::errno::Errno::ENOENT {
+            last = e;
+        }
+    }
+    format!("exec {:?}: {last} (is it installed in the image?)", args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default())
+}
+
+/// A pty from the container's own devpts, its master sent to the shim over the console socket.
+fn setup_terminal(socket: &UnixStream, process: &Process) -> Result<(), String> {
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    let master = posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY).map_err(|e| format!("openpt: {e}"))?;
+    grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
+    unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
+    let slave_path = ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
+    if let Some(size) = process.console_size() {
+        let ws = libc::winsize { ws_row: size.height() as u16, ws_col: size.width() as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize struct we own from a valid pty fd.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+    let slave = OpenOptions::new().read(true).write(true).open(&slave_path).map_err(|e| format!("open {slave_path}: {e}"))?;
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    // SAFETY: TIOCSCTTY on the slave pty we just opened, no pointer argument.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(format!("set controlling terminal: {}", std::io::Error::last_os_error()));
+    }
+    for target in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), target).map_err(|e| format!("stdio: {e}"))?;
+    }
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(b"exec")], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        .map_err(|e| format!("send pty master: {e}"))?;
+    drop(master);
+    Ok(())
 }
