@@ -52,9 +52,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [debug]
   level = "info"
 TOML
-    PATH="$BIN:$PATH" nohup containerd --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
+    # containerd and its shims see only the shims on PATH, no runc: ECI must not need one
+    # (Debian links runc into /usr/bin; the runc shim for benchmarks gets --runc-binary).
+    mkdir -p "$ROOT/bin"
+    ln -sf "$BIN/containerd-shim-eci-v2" "$ROOT/bin/containerd-shim-eci-v2"
+    ln -sf "$(command -v containerd-shim-runc-v2)" "$ROOT/bin/containerd-shim-runc-v2"
+    nohup env PATH="$ROOT/bin" "$(command -v containerd)" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
     echo $! > "$ROOT/containerd.pid"
     for _ in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; sleep 0.1; done
+    ctr_ version >/dev/null || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }
     ctr_ version >/dev/null
   fi
   ctr_ images ls -q | grep -qx "$IMAGE" || build_image

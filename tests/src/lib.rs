@@ -1,0 +1,167 @@
+//! Harness for the integration tests: a private containerd (started by scripts/testenv.sh if
+//! the environment does not name one), the locally built busybox image, and `ctr`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const RUNTIME: &str = "io.containerd.eci.v2";
+
+pub struct Env {
+    pub address: String,
+    pub image: String,
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// The shared test environment; started once per test binary.
+pub fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        if let (Ok(address), Ok(image)) = (std::env::var("ECI_CONTAINERD"), std::env::var("ECI_TEST_IMAGE")) {
+            return Env { address, image };
+        }
+        let out = Command::new(repo().join("scripts/testenv.sh")).arg("start").output().expect("run scripts/testenv.sh");
+        assert!(out.status.success(), "testenv failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let get = |k: &str| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")).map(str::to_string))
+                .unwrap_or_else(|| panic!("testenv did not print {k}: {text}"))
+        };
+        Env {
+            address: get("ECI_CONTAINERD"),
+            image: get("ECI_TEST_IMAGE"),
+        }
+    })
+}
+
+/// A container name unique to this test run.
+pub fn name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+pub fn ctr(args: &[&str]) -> Run {
+    Command::new("ctr")
+        .arg("--address")
+        .arg(&env().address)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ctr")
+        .into()
+}
+
+/// `ctr run --rm --runtime eci IMAGE id cmd…`
+pub fn run(id: &str, extra: &[&str], cmd: &[&str]) -> Run {
+    let e = env();
+    let mut args = vec!["run", "--rm", "--runtime", RUNTIME];
+    args.extend_from_slice(extra);
+    args.push(&e.image);
+    args.push(id);
+    args.extend_from_slice(cmd);
+    ctr(&args)
+}
+
+/// Start a detached container running `cmd`.
+pub fn run_detached(id: &str, extra: &[&str], cmd: &[&str]) {
+    let e = env();
+    let mut args = vec!["run", "-d", "--runtime", RUNTIME];
+    args.extend_from_slice(extra);
+    args.push(&e.image);
+    args.push(id);
+    args.extend_from_slice(cmd);
+    let r = ctr(&args);
+    assert_eq!(r.code, 0, "ctr run -d {id}: {}", r.stderr);
+}
+
+/// Kill (SIGKILL) and delete a task and its container, ignoring what is already gone.
+pub fn remove(id: &str) {
+    let _ = ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    wait_until(Duration::from_secs(10), || {
+        let r = ctr(&["task", "ls"]);
+        !r.stdout.lines().any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING"))
+    });
+    let _ = ctr(&["task", "delete", id]);
+    let _ = ctr(&["container", "delete", id]);
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// The host ID a container's root maps to, from a uid_map line `0 BASE 65536`.
+pub fn parse_uid_map(text: &str) -> Option<(u32, u32, u32)> {
+    let f: Vec<u32> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (f.len() == 3).then(|| (f[0], f[1], f[2]))
+}
+
+pub const BASE: &str = "/run/containerd-shim-eci";
+
+/// Everything the shim may leave on the host for container `id`, that exists now.
+pub fn leftovers(id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for kind in ["state", "bundles", "mnt", "rootfs"] {
+        let p = Path::new(BASE).join(kind).join("default").join(id);
+        if p.exists() {
+            found.push(p.display().to_string());
+        }
+    }
+    for entry in std::fs::read_dir(Path::new(BASE).join("leases")).into_iter().flatten().flatten() {
+        if std::fs::read_to_string(entry.path()).is_ok_and(|t| t.contains(&format!("\"container\":\"{id}\""))) {
+            found.push(format!("lease {}", entry.path().display()));
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mountinfo.lines().filter(|l| l.contains(id)) {
+        found.push(format!("mount {line}"));
+    }
+    for controller in ["memory", "pids", "cpu", "freezer", "unified"] {
+        let p = Path::new("/sys/fs/cgroup").join(controller).join("default").join(id);
+        if p.exists() {
+            found.push(format!("cgroup {}", p.display()));
+        }
+    }
+    let ps = Command::new("ps").args(["-eo", "args"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    for line in ps.lines().filter(|l| l.contains("containerd-shim-eci-v2") && l.contains(&format!("-id {id} "))) {
+        found.push(format!("process {line}"));
+    }
+    found
+}
+
+/// The pid of the shim serving container `id`.
+pub fn shim_pid(id: &str) -> Option<i32> {
+    let out = Command::new("ps").args(["-eo", "pid,args"]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let l = l.trim();
+        (l.contains("containerd-shim-eci-v2") && l.contains(&format!("-id {id} "))).then(|| l.split_whitespace().next()?.parse().ok())?
+    })
+}
