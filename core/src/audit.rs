@@ -16,7 +16,13 @@ struct Entry<'a> {
     fix: &'a str,
 }
 
-pub fn record(log: &Path, namespace: &str, container: &str, image: Option<&str>, refusal: &Refusal) {
+pub fn record(
+    log: &Path,
+    namespace: &str,
+    container: &str,
+    image: Option<&str>,
+    refusal: &Refusal,
+) {
     let line = serde_json::to_string(&Entry {
         time: rfc3339_now(),
         namespace,
@@ -32,7 +38,10 @@ pub fn record(log: &Path, namespace: &str, container: &str, image: Option<&str>,
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         f.write_all(format!("{line}\n").as_bytes())
     };
     if let Err(e) = write() {
@@ -41,7 +50,10 @@ pub fn record(log: &Path, namespace: &str, container: &str, image: Option<&str>,
 }
 
 fn rfc3339_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (Howard Hinnant), to avoid a date crate for one timestamp.
     let z = days as i64 + 719_468;
@@ -53,5 +65,10 @@ fn rfc3339_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

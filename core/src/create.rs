@@ -58,9 +58,15 @@ pub enum CreateError {
     #[error("{0}")]
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error("cannot ID-map bind mount source {path}: {source} (ECI maps host directories into the container's ID range and never chowns them; use a directory on ext4, xfs, btrfs or tmpfs)")]
-    BindNotIdmappable { path: PathBuf, source: std::io::Error },
+    BindNotIdmappable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("libcontainer: {0}")]
     Libcontainer(String),
     #[error("{0}")]
@@ -91,12 +97,17 @@ impl Drop for Undo<'_> {
         if !self.armed {
             return;
         }
-        let state = self.layout.container_state(&self.req.namespace, &self.req.id);
+        let state = self
+            .layout
+            .container_state(&self.req.namespace, &self.req.id);
         if let Ok(mut c) = libcontainer::container::Container::load(state.clone()) {
             let _ = c.delete(true);
         }
         let _ = fs::remove_dir_all(state);
-        let _ = fs::remove_dir_all(self.layout.private_bundle(&self.req.namespace, &self.req.id));
+        let _ = fs::remove_dir_all(
+            self.layout
+                .private_bundle(&self.req.namespace, &self.req.id),
+        );
         if let Some(rootfs) = &self.rootfs {
             unmount_all(rootfs);
             let _ = fs::remove_dir(rootfs);
@@ -162,22 +173,45 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         let source = rootfs_path(&req.bundle, &spec);
         if !source.is_dir() {
             return Err(CreateError::Io {
-                what: format!("rootfs {} (no rootfs mounts were given and the bundle has none)", source.display()),
+                what: format!(
+                    "rootfs {} (no rootfs mounts were given and the bundle has none)",
+                    source.display()
+                ),
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
-        let bind = RootfsMount { typ: "bind".into(), source: source.display().to_string(), options: vec!["rbind".into()] };
-        mount_rootfs(&[bind], &rootfs, &layout.staging(&req.namespace, &req.id).join("layers"), &userns, block)?;
+        let bind = RootfsMount {
+            typ: "bind".into(),
+            source: source.display().to_string(),
+            options: vec!["rbind".into()],
+        };
+        mount_rootfs(
+            &[bind],
+            &rootfs,
+            &layout.staging(&req.namespace, &req.id).join("layers"),
+            &userns,
+            block,
+        )?;
     } else {
-        mount_rootfs(&req.rootfs, &rootfs, &layout.staging(&req.namespace, &req.id).join("layers"), &userns, block)?;
+        mount_rootfs(
+            &req.rootfs,
+            &rootfs,
+            &layout.staging(&req.namespace, &req.id).join("layers"),
+            &userns,
+            block,
+        )?;
     }
 
     let staging = layout.staging(&req.namespace, &req.id).join("binds");
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for index in hardened.idmapped_binds {
         let m = &mut mounts[index];
-        let Some(source) = m.source().clone() else { continue };
-        let Some(fd) = source_fds.remove(&source) else { continue };
+        let Some(source) = m.source().clone() else {
+            continue;
+        };
+        let Some(fd) = source_fds.remove(&source) else {
+            continue;
+        };
         if is_device(&fd) {
             continue;
         }
@@ -188,8 +222,11 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
             fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
             File::create(&at).map_err(io(format!("create {}", at.display())))?;
         }
-        let tree = idmapped_clone(&fd, &userns, false)
-            .map_err(|e| CreateError::BindNotIdmappable { path: source.clone(), source: e })?;
+        let tree =
+            idmapped_clone(&fd, &userns, false).map_err(|e| CreateError::BindNotIdmappable {
+                path: source.clone(),
+                source: e,
+            })?;
         attach(&tree, &at).map_err(io(format!("attach {}", at.display())))?;
         undo.staged.push(at.clone());
         m.set_source(Some(at));
@@ -206,12 +243,15 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
 
     let state_root = layout.state_root(&req.namespace);
     fs::create_dir_all(&state_root).map_err(io(format!("create {}", state_root.display())))?;
-    let builder = with_stdio(ContainerBuilder::new(req.id.clone(), SyscallType::default()), &req.stdio)?
-        .with_root_path(&state_root)
-        .map_err(|e| CreateError::Libcontainer(e.to_string()))?
-        .with_console_socket(req.stdio.console_socket.as_ref())
-        .validate_id()
-        .map_err(|e| CreateError::Libcontainer(e.to_string()))?;
+    let builder = with_stdio(
+        ContainerBuilder::new(req.id.clone(), SyscallType::default()),
+        &req.stdio,
+    )?
+    .with_root_path(&state_root)
+    .map_err(|e| CreateError::Libcontainer(e.to_string()))?
+    .with_console_socket(req.stdio.console_socket.as_ref())
+    .validate_id()
+    .map_err(|e| CreateError::Libcontainer(e.to_string()))?;
     let container = builder
         .as_init(&private)
         .as_sibling(true)
@@ -232,7 +272,10 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         leases.update(block, &record)?;
     }
     undo.armed = false;
-    Ok(Created { pid, block: block.first })
+    Ok(Created {
+        pid,
+        block: block.first,
+    })
 }
 
 /// Open the container's stdio the way libcontainer wants it: fds, with /dev/null for absent
@@ -240,12 +283,18 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
 /// Stdin path meaning "the helper's own fd 0".
 pub const STDIN_FROM_HELPER: &str = "/proc/self/fd/0";
 
-pub(crate) fn with_stdio(mut b: ContainerBuilder, stdio: &Stdio) -> Result<ContainerBuilder, CreateError> {
+pub(crate) fn with_stdio(
+    mut b: ContainerBuilder,
+    stdio: &Stdio,
+) -> Result<ContainerBuilder, CreateError> {
     if stdio.console_socket.is_some() {
         return Ok(b);
     }
     let open = |p: &Option<PathBuf>, write: bool| -> Result<OwnedFd, CreateError> {
-        let path = p.as_deref().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/dev/null"));
+        let path = p
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("/dev/null"));
         let f = OpenOptions::new()
             .read(!write)
             .write(write)
@@ -256,7 +305,10 @@ pub(crate) fn with_stdio(mut b: ContainerBuilder, stdio: &Stdio) -> Result<Conta
     // The shim hands stdin over as the helper's own fd 0 (a pipe it feeds from containerd's
     // fifo), so the container sees EOF only when containerd closes stdin.
     let stdin = if stdio.stdin.as_deref() == Some(Path::new(STDIN_FROM_HELPER)) {
-        std::io::stdin().as_fd().try_clone_to_owned().map_err(io("dup stdin"))?
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io("dup stdin"))?
     } else {
         open(&stdio.stdin, false)?
     };
@@ -307,7 +359,11 @@ fn refuse(req: &CreateRequest, policy: &Policy, refusal: Refusal) -> CreateError
 }
 
 fn rootfs_path(bundle: &Path, spec: &Spec) -> PathBuf {
-    let p = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
+    let p = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| "rootfs".into());
     if p.is_absolute() {
         p
     } else {
@@ -335,7 +391,11 @@ fn gather_facts(
             facts.host_namespaces.insert(typ, id);
         }
     }
-    for ns in spec.linux().iter().flat_map(|l| l.namespaces().iter().flatten()) {
+    for ns in spec
+        .linux()
+        .iter()
+        .flat_map(|l| l.namespaces().iter().flatten())
+    {
         if let Some(path) = ns.path() {
             if let Ok(id) = file_id(path) {
                 facts.namespace_paths.insert(path.clone(), id);
@@ -343,7 +403,12 @@ fn gather_facts(
         }
     }
     let mut fds = std::collections::HashMap::new();
-    for m in spec.mounts().iter().flatten().filter(|m| eci_policy::is_bind(m)) {
+    for m in spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| eci_policy::is_bind(m))
+    {
         if let Some(source) = m.source() {
             if let Ok((fd, resolved)) = open_path(source) {
                 facts.mount_sources.insert(source.clone(), resolved);
@@ -356,14 +421,33 @@ fn gather_facts(
     extra.extend(req.containerd_address.clone());
     extra.extend(std::env::current_exe().ok());
     facts.restricted = resolve_existing(&policy.restricted_paths(&extra));
-    facts.engine_sockets = resolve_existing(&eci_policy::ENGINE_SOCKETS.iter().map(PathBuf::from).collect::<Vec<_>>());
+    facts.engine_sockets = resolve_existing(
+        &eci_policy::ENGINE_SOCKETS
+            .iter()
+            .map(PathBuf::from)
+            .collect::<Vec<_>>(),
+    );
     facts.own_paths = vec![PathBuf::from("/var/lib/docker/containers").join(&req.id)];
     (facts, fds)
 }
 
 /// The block of the container whose user namespace `spec` joins, found by its init pid.
 fn joined_block(leases: &LeaseDir, spec: &Spec) -> Option<IdBlock> {
-    let path = spec.linux().as_ref()?.namespaces().as_ref()?.iter().find(|n| n.typ() == Ns::User)?.path().clone()?;
-    let pid: i32 = path.to_str()?.strip_prefix("/proc/")?.split('/').next()?.parse().ok()?;
+    let path = spec
+        .linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == Ns::User)?
+        .path()
+        .clone()?;
+    let pid: i32 = path
+        .to_str()?
+        .strip_prefix("/proc/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
     leases.held_by_init(pid)
 }

@@ -50,19 +50,36 @@ fn other(what: impl std::fmt::Display) -> CreateError {
 }
 
 enum ExecStdio {
-    Plain { stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd },
+    Plain {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
     Console(UnixStream),
 }
 
 pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
     let layout = Layout::new(&req.base);
-    let container = Container::load(layout.container_state(&req.namespace, &req.id)).map_err(|e| other(error_chain(&e)))?;
-    let init = container.pid().ok_or_else(|| other(format!("container {} has no running init", req.id)))?;
-    let text = fs::read(&req.process).map_err(|e| other(format!("read exec process {}: {e}", req.process.display())))?;
-    let process: Process = serde_json::from_slice(&text).map_err(|e| other(format!("exec process spec is invalid: {e}")))?;
-    let spec = Spec::load(layout.private_bundle(&req.namespace, &req.id).join("config.json")).map_err(|e| other(e.to_string()))?;
+    let container = Container::load(layout.container_state(&req.namespace, &req.id))
+        .map_err(|e| other(error_chain(&e)))?;
+    let init = container
+        .pid()
+        .ok_or_else(|| other(format!("container {} has no running init", req.id)))?;
+    let text = fs::read(&req.process)
+        .map_err(|e| other(format!("read exec process {}: {e}", req.process.display())))?;
+    let process: Process = serde_json::from_slice(&text)
+        .map_err(|e| other(format!("exec process spec is invalid: {e}")))?;
+    let spec = Spec::load(
+        layout
+            .private_bundle(&req.namespace, &req.id)
+            .join("config.json"),
+    )
+    .map_err(|e| other(e.to_string()))?;
     let cgroup = create_cgroup_manager(CgroupConfig {
-        cgroup_path: container.spec().map_err(|e| other(error_chain(&e)))?.cgroup_path,
+        cgroup_path: container
+            .spec()
+            .map_err(|e| other(error_chain(&e)))?
+            .cgroup_path,
         systemd_cgroup: false,
         container_name: req.id.clone(),
     })
@@ -73,11 +90,18 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
         .map(|(name, flag)| {
             File::open(format!("/proc/{init}/ns/{name}"))
                 .map(|f| (f, *flag))
-                .map_err(|e| other(format!("container {} is gone ({name} namespace: {e})", req.id)))
+                .map_err(|e| {
+                    other(format!(
+                        "container {} is gone ({name} namespace: {e})",
+                        req.id
+                    ))
+                })
         })
         .collect::<Result<_, _>>()?;
     let stdio = match &req.stdio.console_socket {
-        Some(path) => ExecStdio::Console(UnixStream::connect(path).map_err(|e| other(format!("console socket: {e}")))?),
+        Some(path) => ExecStdio::Console(
+            UnixStream::connect(path).map_err(|e| other(format!("console socket: {e}")))?,
+        ),
         None => ExecStdio::Plain {
             stdin: open_stdio(req.stdio.stdin.as_deref(), false)?,
             stdout: open_stdio(req.stdio.stdout.as_deref(), true)?,
@@ -94,13 +118,21 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             drop(report_r);
             drop(go_w);
             let mut report = File::from(report_w);
-            let code = match join_and_spawn(go_r, &namespaces, &spec, &process, &program, stdio, &report) {
+            let code = match join_and_spawn(
+                go_r,
+                &namespaces,
+                &spec,
+                &process,
+                &program,
+                stdio,
+                &report,
+            ) {
                 Ok(pid) => {
-                    let _ = write!(report, "PID {pid}\n");
+                    let _ = writeln!(report, "PID {pid}");
                     0
                 }
                 Err(e) => {
-                    let _ = write!(report, "ERR {e}\n");
+                    let _ = writeln!(report, "ERR {e}");
                     1
                 }
             };
@@ -143,22 +175,39 @@ fn open_stdio(path: Option<&Path>, write: bool) -> Result<OwnedFd, CreateError> 
     if path == Some(Path::new(STDIN_FROM_HELPER)) {
         return std::io::stdin().as_fd().try_clone_to_owned().map_err(other);
     }
-    let path = path.filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/dev/null"));
-    let f = OpenOptions::new().read(!write).write(write).open(path).map_err(|e| other(format!("open {}: {e}", path.display())))?;
+    let path = path
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("/dev/null"));
+    let f = OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(path)
+        .map_err(|e| other(format!("open {}: {e}", path.display())))?;
     Ok(f.into())
 }
 
 /// Find the program the way execvp would, but with the process's own PATH.
-fn resolve_program(process: &Process) -> Result<(CString, Vec<CString>, Vec<CString>), CreateError> {
+fn resolve_program(
+    process: &Process,
+) -> Result<(CString, Vec<CString>, Vec<CString>), CreateError> {
     let args = process.args().clone().unwrap_or_default();
-    let first = args.first().ok_or_else(|| other("exec: the process has no args"))?.clone();
+    let first = args
+        .first()
+        .ok_or_else(|| other("exec: the process has no args"))?
+        .clone();
     let env: Vec<String> = process.env().clone().unwrap_or_default();
-    let cstr = |s: &str| CString::new(s).map_err(|_| other(format!("exec: {s:?} contains a NUL byte")));
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let cstr =
+        |s: &str| CString::new(s).map_err(|_| other(format!("exec: {s:?} contains a NUL byte")));
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     let candidates: Vec<String> = if first.contains('/') {
         vec![first.clone()]
     } else {
-        path.split(':').map(|dir| format!("{dir}/{first}")).collect()
+        path.split(':')
+            .map(|dir| format!("{dir}/{first}"))
+            .collect()
     };
     Ok((
         cstr(&candidates.join(":"))?,
@@ -191,7 +240,7 @@ fn join_and_spawn(
         ForkResult::Child => {
             let e = become_process(spec, process, program, stdio);
             let mut report = report;
-            let _ = write!(report, "ERR {e}\n");
+            let _ = writeln!(report, "ERR {e}");
             // SAFETY: leaving the forked child after a failed exec.
             unsafe { libc::_exit(127) }
         }
@@ -200,10 +249,19 @@ fn join_and_spawn(
 
 /// In the container: set up stdio, IDs, capabilities, limits and seccomp, then execve.
 /// Returns only on failure.
-fn become_process(spec: &Spec, process: &Process, program: &(CString, Vec<CString>, Vec<CString>), stdio: ExecStdio) -> String {
+fn become_process(
+    spec: &Spec,
+    process: &Process,
+    program: &(CString, Vec<CString>, Vec<CString>),
+    stdio: ExecStdio,
+) -> String {
     let result = (|| -> Result<(), String> {
         match stdio {
-            ExecStdio::Plain { stdin, stdout, stderr } => {
+            ExecStdio::Plain {
+                stdin,
+                stdout,
+                stderr,
+            } => {
                 for (fd, target) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
                     nix::unistd::dup2(fd.as_raw_fd(), target).map_err(|e| format!("stdio: {e}"))?;
                 }
@@ -217,27 +275,49 @@ fn become_process(spec: &Spec, process: &Process, program: &(CString, Vec<CStrin
             };
             // SAFETY: setrlimit with a valid resource number and struct.
             if unsafe { libc::setrlimit(rlimit.typ() as libc::__rlimit_resource_t, &lim) } != 0 {
-                return Err(format!("setrlimit {:?}: {}", rlimit.typ(), std::io::Error::last_os_error()));
+                return Err(format!(
+                    "setrlimit {:?}: {}",
+                    rlimit.typ(),
+                    std::io::Error::last_os_error()
+                ));
             }
         }
         let user = process.user();
         // SAFETY: prctl(PR_SET_KEEPCAPS) has no pointer arguments.
         unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-        let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+        let groups: Vec<Gid> = user
+            .additional_gids()
+            .iter()
+            .flatten()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
         nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-        nix::unistd::setresgid(Gid::from_raw(user.gid()), Gid::from_raw(user.gid()), Gid::from_raw(user.gid())).map_err(|e| format!("setgid {}: {e}", user.gid()))?;
-        nix::unistd::setresuid(Uid::from_raw(user.uid()), Uid::from_raw(user.uid()), Uid::from_raw(user.uid())).map_err(|e| format!("setuid {}: {e}", user.uid()))?;
+        nix::unistd::setresgid(
+            Gid::from_raw(user.gid()),
+            Gid::from_raw(user.gid()),
+            Gid::from_raw(user.gid()),
+        )
+        .map_err(|e| format!("setgid {}: {e}", user.gid()))?;
+        nix::unistd::setresuid(
+            Uid::from_raw(user.uid()),
+            Uid::from_raw(user.uid()),
+            Uid::from_raw(user.uid()),
+        )
+        .map_err(|e| format!("setuid {}: {e}", user.uid()))?;
         if let Some(caps) = process.capabilities() {
             let syscall = libcontainer::syscall::syscall::create_syscall();
-            libcontainer::capabilities::drop_privileges(caps, &*syscall).map_err(|e| format!("capabilities: {e}"))?;
+            libcontainer::capabilities::drop_privileges(caps, &*syscall)
+                .map_err(|e| format!("capabilities: {e}"))?;
         }
         if process.no_new_privileges().unwrap_or(false) {
             // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) has no pointer arguments.
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
         }
-        std::env::set_current_dir(process.cwd()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
+        std::env::set_current_dir(process.cwd())
+            .map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
         if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            libcontainer::seccomp::initialize_seccomp(seccomp).map_err(|e| format!("seccomp: {e}"))?;
+            libcontainer::seccomp::initialize_seccomp(seccomp)
+                .map_err(|e| format!("seccomp: {e}"))?;
         }
         Ok(())
     })();
@@ -247,39 +327,65 @@ fn become_process(spec: &Spec, process: &Process, program: &(CString, Vec<CStrin
     let (candidates, args, env) = program;
     let mut last = nix::errno::Errno::ENOENT;
     for candidate in candidates.to_bytes().split(|b| *b == b':') {
-        let Ok(path) = CString::new(candidate) else { continue };
+        let Ok(path) = CString::new(candidate) else {
+            continue;
+        };
         let Err(e) = nix::unistd::execve(&path, args, env);
         if e != nix::errno::Errno::ENOENT {
             last = e;
         }
     }
-    format!("exec {:?}: {last} (is it installed in the image?)", args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default())
+    format!(
+        "exec {:?}: {last} (is it installed in the image?)",
+        args.first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    )
 }
 
 /// A pty from the container's own devpts, its master sent to the shim over the console socket.
 fn setup_terminal(socket: &UnixStream, process: &Process) -> Result<(), String> {
     use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
-    let master = posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY).map_err(|e| format!("openpt: {e}"))?;
+    let master = posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
+        .map_err(|e| format!("openpt: {e}"))?;
     grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
     unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
     let slave_path = ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
     if let Some(size) = process.console_size() {
-        let ws = libc::winsize { ws_row: size.height() as u16, ws_col: size.width() as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: size.height() as u16,
+            ws_col: size.width() as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads a winsize struct we own from a valid pty fd.
         unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
-    let slave = OpenOptions::new().read(true).write(true).open(&slave_path).map_err(|e| format!("open {slave_path}: {e}"))?;
+    let slave = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave_path)
+        .map_err(|e| format!("open {slave_path}: {e}"))?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     // SAFETY: TIOCSCTTY on the slave pty we just opened, no pointer argument.
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-        return Err(format!("set controlling terminal: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "set controlling terminal: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     for target in 0..3 {
         nix::unistd::dup2(slave.as_raw_fd(), target).map_err(|e| format!("stdio: {e}"))?;
     }
     let fds = [master.as_raw_fd()];
-    sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(b"exec")], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(|e| format!("send pty master: {e}"))?;
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(b"exec")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("send pty master: {e}"))?;
     drop(master);
     Ok(())
 }

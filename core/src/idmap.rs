@@ -93,7 +93,11 @@ fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
 
 /// Clone the mount tree at `source` (an O_PATH fd already checked by the caller, so the thing
 /// judged is the thing mounted) into a detached, ID-mapped mount.
-pub fn idmapped_clone(source: &OwnedFd, userns: &IdmapUserNs, read_only: bool) -> io::Result<OwnedFd> {
+pub fn idmapped_clone(
+    source: &OwnedFd,
+    userns: &IdmapUserNs,
+    read_only: bool,
+) -> io::Result<OwnedFd> {
     let empty = c"";
     // SAFETY: open_tree with a valid dirfd and a NUL-terminated empty path.
     let fd = cvt(unsafe {
@@ -101,7 +105,10 @@ pub fn idmapped_clone(source: &OwnedFd, userns: &IdmapUserNs, read_only: bool) -
             libc::SYS_open_tree,
             source.as_raw_fd(),
             empty.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint
+                | AT_RECURSIVE,
         )
     })?;
     // SAFETY: the kernel just returned this fd to us.

@@ -83,12 +83,19 @@ impl LeaseDir {
         let body = serde_json::to_vec(record).expect("lease record serializes");
         // Two passes: leases that look taken may be stale, and are reclaimed on the second.
         for reclaim in [false, true] {
-            let taken = if reclaim { BTreeSet::new() } else { self.taken(pool) };
+            let taken = if reclaim {
+                BTreeSet::new()
+            } else {
+                self.taken(pool)
+            };
             for block in pool.candidates(&taken) {
                 match self.create(block, &body) {
                     Ok(()) => return Ok(block),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        if reclaim && self.reclaim_if_stale(block) && self.create(block, &body).is_ok() {
+                        if reclaim
+                            && self.reclaim_if_stale(block)
+                            && self.create(block, &body).is_ok()
+                        {
                             return Ok(block);
                         }
                     }
@@ -104,7 +111,10 @@ impl LeaseDir {
 
     fn create(&self, block: IdBlock, body: &[u8]) -> io::Result<()> {
         let path = self.path(block);
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         f.write_all(body).inspect_err(|_| {
             let _ = fs::remove_file(&path);
         })
@@ -133,7 +143,9 @@ impl LeaseDir {
         };
         // Rename first so that two reclaimers cannot both remove a lease a third just created.
         if stale {
-            let grave = self.dir.join(format!(".stale-{}-{}", block.first, std::process::id()));
+            let grave = self
+                .dir
+                .join(format!(".stale-{}-{}", block.first, std::process::id()));
             if fs::rename(&path, &grave).is_ok() {
                 let _ = fs::remove_file(grave);
                 return true;
@@ -152,8 +164,14 @@ impl LeaseDir {
 
     /// Rewrite a held lease, e.g. to record the container's init once it exists.
     pub fn update(&self, block: IdBlock, record: &LeaseRecord) -> Result<(), LeaseError> {
-        let tmp = self.dir.join(format!(".tmp-{}-{}", block.first, std::process::id()));
-        fs::write(&tmp, serde_json::to_vec(record).expect("lease record serializes")).map_err(|e| self.err(e))?;
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{}-{}", block.first, std::process::id()));
+        fs::write(
+            &tmp,
+            serde_json::to_vec(record).expect("lease record serializes"),
+        )
+        .map_err(|e| self.err(e))?;
         fs::rename(&tmp, self.path(block)).map_err(|e| self.err(e))
     }
 
@@ -169,7 +187,22 @@ impl LeaseDir {
         fs::read_dir(&self.dir).ok()?.flatten().find_map(|e| {
             let first: u32 = e.file_name().to_str()?.parse().ok()?;
             let record = self.read_path(&e.path())?;
-            (record.namespace == namespace && record.container == container).then_some(IdBlock { first })
+            (record.namespace == namespace && record.container == container)
+                .then_some(IdBlock { first })
+        })
+    }
+}
+
+impl LeaseDir {
+    /// The block whose container's init is `pid`.
+    pub fn held_by_init(&self, pid: i32) -> Option<IdBlock> {
+        fs::read_dir(&self.dir).ok()?.flatten().find_map(|e| {
+            let first: u32 = e.file_name().to_str()?.parse().ok()?;
+            let record = self.read_path(&e.path())?;
+            record
+                .init
+                .filter(|p| p.pid == pid && p.is_alive())
+                .map(|_| IdBlock { first })
         })
     }
 }
@@ -196,7 +229,10 @@ mod tests {
     #[test]
     fn distinct_blocks_then_exhaustion_then_release() {
         let d = dir("basic");
-        let pool = IdPool { first: 100_000, blocks: 2 };
+        let pool = IdPool {
+            first: 100_000,
+            blocks: 2,
+        };
         let me = ProcessRef::of(std::process::id() as i32);
         let a = d.acquire(&pool, &record("a", me)).unwrap();
         let b = d.acquire(&pool, &record("b", me)).unwrap();
@@ -211,22 +247,17 @@ mod tests {
     #[test]
     fn lease_of_dead_holder_is_reclaimed() {
         let d = dir("stale");
-        let pool = IdPool { first: 100_000, blocks: 1 };
-        let dead = ProcessRef { pid: std::process::id() as i32, start_time: 1 };
+        let pool = IdPool {
+            first: 100_000,
+            blocks: 1,
+        };
+        let dead = ProcessRef {
+            pid: std::process::id() as i32,
+            start_time: 1,
+        };
         d.acquire(&pool, &record("gone", Some(dead))).unwrap();
         let me = ProcessRef::of(std::process::id() as i32);
         assert_eq!(d.acquire(&pool, &record("new", me)).unwrap().first, 100_000);
         assert_eq!(d.read(IdBlock { first: 100_000 }).unwrap().container, "new");
-    }
-}
-
-impl LeaseDir {
-    /// The block whose container's init is `pid`.
-    pub fn held_by_init(&self, pid: i32) -> Option<IdBlock> {
-        fs::read_dir(&self.dir).ok()?.flatten().find_map(|e| {
-            let first: u32 = e.file_name().to_str()?.parse().ok()?;
-            let record = self.read_path(&e.path())?;
-            record.init.filter(|p| p.pid == pid && p.is_alive()).map(|_| IdBlock { first })
-        })
     }
 }

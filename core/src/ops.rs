@@ -6,14 +6,17 @@ use crate::create::error_chain;
 use crate::layout::Layout;
 use crate::lease::LeaseDir;
 use crate::rootfs::unmount_all;
-use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt, FreezerState};
+use libcgroups::common::{
+    create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt,
+    FreezerState,
+};
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::oci_spec::runtime::LinuxResources;
 use nix::mount::{umount2, MntFlags};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::io::Write;
 
 pub use libcgroups::stats::{MemoryData, Stats};
 pub type Resources = LinuxResources;
@@ -64,20 +67,33 @@ impl Handle<'_> {
     pub fn start(&self) -> Result<(), OpError> {
         let mut c = self.load()?;
         let dir = std::fs::File::open(self.layout.container_state(self.namespace, self.id))?;
-        let socket = format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), libcontainer::notify_socket::NOTIFY_FILE);
+        let socket = format!(
+            "/proc/self/fd/{}/{}",
+            dir.as_raw_fd(),
+            libcontainer::notify_socket::NOTIFY_FILE
+        );
         UnixStream::connect(socket)?.write_all(b"start container")?;
         c.set_status(ContainerStatus::Running).save().map_err(lc)
     }
 
     pub fn kill_all(&self, signal: i32) -> Result<(), OpError> {
         for pid in self.pids()? {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::try_from(signal).ok());
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::try_from(signal).ok(),
+            );
         }
         Ok(())
     }
 
     pub fn pids(&self) -> Result<Vec<i32>, OpError> {
-        Ok(self.cgroup()?.get_all_pids().map_err(lc)?.into_iter().map(|p| p.as_raw()).collect())
+        Ok(self
+            .cgroup()?
+            .get_all_pids()
+            .map_err(lc)?
+            .into_iter()
+            .map(|p| p.as_raw())
+            .collect())
     }
 
     pub fn pause(&self) -> Result<(), OpError> {

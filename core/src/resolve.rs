@@ -34,7 +34,8 @@ pub fn file_id(path: &Path) -> io::Result<FileId> {
 }
 
 pub fn is_device(fd: &OwnedFd) -> bool {
-    fstat(fd.as_raw_fd()).is_ok_and(|st| matches!(st.st_mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK))
+    fstat(fd.as_raw_fd())
+        .is_ok_and(|st| matches!(st.st_mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK))
 }
 
 pub fn is_dir(fd: &OwnedFd) -> bool {
@@ -43,5 +44,8 @@ pub fn is_dir(fd: &OwnedFd) -> bool {
 
 /// Resolve each existing path; missing ones are skipped (nothing there to protect yet).
 pub fn resolve_existing(paths: &[PathBuf]) -> Vec<ResolvedPath> {
-    paths.iter().filter_map(|p| open_path(p).ok().map(|(_, r)| r)).collect()
+    paths
+        .iter()
+        .filter_map(|p| open_path(p).ok().map(|(_, r)| r))
+        .collect()
 }

@@ -61,11 +61,18 @@ pub fn mount_rootfs(
     }
 }
 
-fn idmap_at(source: &Path, target: &Path, userns: &IdmapUserNs, read_only: bool) -> Result<(), RootfsError> {
+fn idmap_at(
+    source: &Path,
+    target: &Path,
+    userns: &IdmapUserNs,
+    read_only: bool,
+) -> Result<(), RootfsError> {
     let (fd, _) = open_path(source).map_err(io_err("open", source))?;
-    let tree = idmapped_clone(&fd, userns, read_only).map_err(|source_err| RootfsError::NotIdmappable {
-        path: source.to_path_buf(),
-        source: source_err,
+    let tree = idmapped_clone(&fd, userns, read_only).map_err(|source_err| {
+        RootfsError::NotIdmappable {
+            path: source.to_path_buf(),
+            source: source_err,
+        }
     })?;
     attach(&tree, target).map_err(io_err("attach ID-mapped mount at", target))
 }
@@ -84,7 +91,10 @@ fn mount_overlay(
         if let Some(l) = opt.strip_prefix("lowerdir=") {
             lowers.extend(l.split(':').map(PathBuf::from));
         } else {
-            if let Some(dir) = opt.strip_prefix("upperdir=").or_else(|| opt.strip_prefix("workdir=")) {
+            if let Some(dir) = opt
+                .strip_prefix("upperdir=")
+                .or_else(|| opt.strip_prefix("workdir="))
+            {
                 upper_and_work.push(PathBuf::from(dir));
             }
             rest.push(opt.clone());
@@ -103,11 +113,21 @@ fn mount_overlay(
         for dir in &upper_and_work {
             chown_shallow(dir, block).map_err(io_err("chown", dir))?;
         }
-        let lowerdir = staged.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+        let lowerdir = staged
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
         let mut data = vec![format!("lowerdir={lowerdir}")];
         data.extend(rest.iter().cloned());
-        mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data.join(",").as_str()))
-            .map_err(|e| io_err("mount overlay at", target)(e.into()))
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.join(",").as_str()),
+        )
+        .map_err(|e| io_err("mount overlay at", target)(e.into()))
     })();
     for at in staged.iter().rev() {
         let _ = umount2(at, MntFlags::MNT_DETACH);

@@ -58,15 +58,25 @@ pub(crate) fn harden(spec: &mut Spec) -> Result<(), Refusal> {
 
 fn is_safe_rule(rule: &LinuxDeviceCgroup) -> bool {
     SAFE_RULES.iter().any(|(t, major, minor)| {
-        rule.typ() == Some(*t) && rule.major() == Some(*major) && (rule.minor() == *minor || (minor.is_some() && rule.minor() == *minor))
+        rule.typ() == Some(*t)
+            && rule.major() == Some(*major)
+            && (rule.minor() == *minor || (minor.is_some() && rule.minor() == *minor))
     })
 }
 
 fn safe_rules() -> Vec<LinuxDeviceCgroup> {
-    let deny_all = LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().expect("rule");
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .expect("rule");
     std::iter::once(deny_all)
         .chain(SAFE_RULES.iter().map(|(t, major, minor)| {
-            let mut b = LinuxDeviceCgroupBuilder::default().allow(true).typ(*t).major(*major).access("rwm");
+            let mut b = LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(*t)
+                .major(*major)
+                .access("rwm");
             if let Some(minor) = minor {
                 b = b.minor(*minor);
             }
@@ -85,7 +95,13 @@ mod tests {
         let mut spec = ctr_spec();
         let mut linux = spec.linux().clone().unwrap();
         let dev = |p: &str, t, major, minor| {
-            LinuxDeviceBuilder::default().path(p).typ(t).major(major).minor(minor).build().unwrap()
+            LinuxDeviceBuilder::default()
+                .path(p)
+                .typ(t)
+                .major(major)
+                .minor(minor)
+                .build()
+                .unwrap()
         };
         linux.set_devices(Some(vec![
             dev("/dev/sda", LinuxDeviceType::B, 8, 0),
@@ -94,7 +110,11 @@ mod tests {
             dev("/dev/fuse", LinuxDeviceType::C, 10, 229),
         ]));
         let mut resources = linux.resources().clone().unwrap_or_default();
-        resources.set_devices(Some(vec![LinuxDeviceCgroupBuilder::default().allow(true).access("rwm").build().unwrap()]));
+        resources.set_devices(Some(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .access("rwm")
+            .build()
+            .unwrap()]));
         linux.set_resources(Some(resources));
         spec.set_linux(Some(linux));
         spec
@@ -105,9 +125,21 @@ mod tests {
         let mut spec = privileged();
         harden(&mut spec).unwrap();
         let linux = spec.linux().as_ref().unwrap();
-        let paths: Vec<_> = linux.devices().as_ref().unwrap().iter().map(|d| d.path().display().to_string()).collect();
+        let paths: Vec<_> = linux
+            .devices()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|d| d.path().display().to_string())
+            .collect();
         assert_eq!(paths, vec!["/dev/null", "/dev/fuse"]);
-        let rules = linux.resources().as_ref().unwrap().devices().as_ref().unwrap();
+        let rules = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .as_ref()
+            .unwrap();
         assert!(!rules[0].allow() && rules[0].typ().is_none());
         assert!(rules[1..].iter().all(is_safe_rule));
         assert!(!rules.iter().any(|r| r.allow() && r.major() == Some(8)));
@@ -118,6 +150,9 @@ mod tests {
         let mut spec = ctr_spec();
         let before = spec.clone();
         harden(&mut spec).unwrap();
-        assert_eq!(spec.linux().as_ref().unwrap().resources(), before.linux().as_ref().unwrap().resources());
+        assert_eq!(
+            spec.linux().as_ref().unwrap().resources(),
+            before.linux().as_ref().unwrap().resources()
+        );
     }
 }

@@ -60,7 +60,10 @@ pub struct HostFacts {
 
 impl HostFacts {
     pub fn namespace_is_host(&self, typ: LinuxNamespaceType, path: &Path) -> bool {
-        match (self.namespace_paths.get(path), self.host_namespaces.get(&typ)) {
+        match (
+            self.namespace_paths.get(path),
+            self.host_namespaces.get(&typ),
+        ) {
             (Some(id), Some(host)) => id == host,
             // A path we could not identify is treated as the host's: fail closed.
             _ => true,

@@ -59,7 +59,8 @@ impl Policy {
             path: path.to_path_buf(),
             message,
         };
-        let policy: Policy = toml::from_str(text).map_err(|e| err(e.to_string().trim_end().replace('\n', " ")))?;
+        let policy: Policy =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().replace('\n', " ")))?;
         policy.id_pool.validate().map_err(err)?;
         for p in &policy.restricted_mounts {
             if !p.is_absolute() {
@@ -129,7 +130,8 @@ fn normalize(name: &str) -> String {
         format!("{name}:latest")
     };
     let first = name.split('/').next().unwrap_or("");
-    let has_registry = name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     if has_registry {
         name
     } else if name.contains('/') {
@@ -167,7 +169,13 @@ blocks = 10
         )
         .unwrap();
         assert_eq!(p.restricted_mounts, vec![PathBuf::from("/srv/secrets")]);
-        assert_eq!(p.id_pool, IdPool { first: 200_000, blocks: 10 });
+        assert_eq!(
+            p.id_pool,
+            IdPool {
+                first: 200_000,
+                blocks: 10
+            }
+        );
     }
 
     #[test]
@@ -176,7 +184,10 @@ blocks = 10
         assert!(e.message.contains("restricted_mount"), "{e}");
         assert!(e.message.contains("line 1"), "{e}");
         let e = parse("\n\n[id_pool]\nfirst = 1\nblock = 2\n").unwrap_err();
-        assert!(e.message.contains("block") && e.message.contains("line 5"), "{e}");
+        assert!(
+            e.message.contains("block") && e.message.contains("line 5"),
+            "{e}"
+        );
     }
 
     #[test]

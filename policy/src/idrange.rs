@@ -68,7 +68,9 @@ impl IdPool {
             return Err("id_pool.blocks must be at least 1".into());
         }
         if self.first == 0 {
-            return Err("id_pool.first must not be 0: host root would be mapped into containers".into());
+            return Err(
+                "id_pool.first must not be 0: host root would be mapped into containers".into(),
+            );
         }
         let end = self.first as u64 + self.blocks as u64 * BLOCK_SIZE as u64;
         if end > u32::MAX as u64 {
@@ -97,21 +99,30 @@ mod tests {
 
     #[test]
     fn exhausted_pool_has_no_candidates() {
-        let pool = IdPool { first: 100_000, blocks: 2 };
+        let pool = IdPool {
+            first: 100_000,
+            blocks: 2,
+        };
         let taken: BTreeSet<_> = (0..2).filter_map(|i| pool.block(i)).collect();
         assert_eq!(pool.candidates(&taken).next(), None);
     }
 
     #[test]
     fn freed_hole_is_reused() {
-        let pool = IdPool { first: 100_000, blocks: 3 };
+        let pool = IdPool {
+            first: 100_000,
+            blocks: 3,
+        };
         let taken: BTreeSet<_> = [pool.block(0).unwrap(), pool.block(2).unwrap()].into();
         assert_eq!(pool.candidates(&taken).next(), pool.block(1));
     }
 
     #[test]
     fn block_at_rejects_foreign_names() {
-        let pool = IdPool { first: 100_000, blocks: 3 };
+        let pool = IdPool {
+            first: 100_000,
+            blocks: 3,
+        };
         assert_eq!(pool.block_at(165_536), pool.block(1));
         assert_eq!(pool.block_at(165_537), None);
         assert_eq!(pool.block_at(99_999), None);
@@ -121,9 +132,24 @@ mod tests {
     #[test]
     fn pool_validation() {
         assert!(IdPool::default().validate().is_ok());
-        assert!(IdPool { first: 0, blocks: 1 }.validate().is_err());
-        assert!(IdPool { first: 1, blocks: 0 }.validate().is_err());
-        assert!(IdPool { first: u32::MAX - 10, blocks: 1 }.validate().is_err());
+        assert!(IdPool {
+            first: 0,
+            blocks: 1
+        }
+        .validate()
+        .is_err());
+        assert!(IdPool {
+            first: 1,
+            blocks: 0
+        }
+        .validate()
+        .is_err());
+        assert!(IdPool {
+            first: u32::MAX - 10,
+            blocks: 1
+        }
+        .validate()
+        .is_err());
         assert!(IdBlock { first: 100_000 }.contains(165_535));
         assert!(!IdBlock { first: 100_000 }.contains(165_536));
     }

@@ -7,20 +7,30 @@ use std::path::{Path, PathBuf};
 
 /// Namespaces a container may never share with the host: sharing them would let container
 /// root act on host processes, the host network or host IPC objects.
-const MUST_BE_PRIVATE: &[(Ns, &str)] = &[(Ns::Pid, "--pid"), (Ns::Network, "--network"), (Ns::Ipc, "--ipc")];
+const MUST_BE_PRIVATE: &[(Ns, &str)] = &[
+    (Ns::Pid, "--pid"),
+    (Ns::Network, "--network"),
+    (Ns::Ipc, "--ipc"),
+];
 /// Namespaces that are made private whatever the spec asks.
 const ALWAYS_PRIVATE: &[Ns] = &[Ns::Uts, Ns::Cgroup, Ns::Mount];
 
 /// Force a user namespace, refuse host pid/net/ipc, privatise uts/cgroup/mount.
 /// Returns whether the container joins another container's user namespace.
 pub(crate) fn harden(spec: &mut Spec, facts: &HostFacts, block: IdBlock) -> Result<bool, Refusal> {
-    let mut linux = spec.linux().clone().unwrap_or_else(|| LinuxBuilder::default().build().expect("empty linux"));
+    let mut linux = spec
+        .linux()
+        .clone()
+        .unwrap_or_else(|| LinuxBuilder::default().build().expect("empty linux"));
     let mut namespaces: Vec<LinuxNamespace> = linux.namespaces().clone().unwrap_or_default();
 
     for &(typ, flag) in MUST_BE_PRIVATE {
         let shares_host = match namespaces.iter().find(|n| n.typ() == typ) {
             None => true,
-            Some(ns) => ns.path().as_deref().is_some_and(|p| facts.namespace_is_host(typ, p)),
+            Some(ns) => ns
+                .path()
+                .as_deref()
+                .is_some_and(|p| facts.namespace_is_host(typ, p)),
         };
         if shares_host {
             return Err(host_namespace_refusal(typ, flag));
@@ -36,7 +46,12 @@ pub(crate) fn harden(spec: &mut Spec, facts: &HostFacts, block: IdBlock) -> Resu
 
     namespaces.retain(|n| n.typ() != Ns::User);
     for typ in ALWAYS_PRIVATE {
-        namespaces.retain(|n| n.typ() != *typ || n.path().as_deref().is_some_and(|p| !facts.namespace_is_host(*typ, p)));
+        namespaces.retain(|n| {
+            n.typ() != *typ
+                || n.path()
+                    .as_deref()
+                    .is_some_and(|p| !facts.namespace_is_host(*typ, p))
+        });
         if !namespaces.iter().any(|n| n.typ() == *typ) {
             namespaces.push(private(*typ));
         }
@@ -53,7 +68,9 @@ pub(crate) fn harden(spec: &mut Spec, facts: &HostFacts, block: IdBlock) -> Resu
             .size(block.size())
             .build()
             .expect("id mapping")];
-        linux.set_uid_mappings(Some(mapping.clone())).set_gid_mappings(Some(mapping));
+        linux
+            .set_uid_mappings(Some(mapping.clone()))
+            .set_gid_mappings(Some(mapping));
     }
     namespaces.insert(0, user);
     linux.set_namespaces(Some(namespaces));
@@ -62,13 +79,18 @@ pub(crate) fn harden(spec: &mut Spec, facts: &HostFacts, block: IdBlock) -> Resu
 }
 
 fn private(typ: Ns) -> LinuxNamespace {
-    LinuxNamespaceBuilder::default().typ(typ).build().expect("namespace")
+    LinuxNamespaceBuilder::default()
+        .typ(typ)
+        .build()
+        .expect("namespace")
 }
 
 fn sibling_user_ns(path: &Path) -> Option<PathBuf> {
     let parts: Vec<&str> = path.to_str()?.split('/').collect();
     match parts.as_slice() {
-        ["", "proc", pid, "ns", _] if !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()) => {
+        ["", "proc", pid, "ns", _]
+            if !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()) =>
+        {
             Some(PathBuf::from(format!("/proc/{pid}/ns/user")))
         }
         _ => None,
@@ -95,14 +117,29 @@ mod tests {
     use crate::test_support::ctr_spec;
     use crate::FileId;
 
-    const HOST_NET: FileId = FileId { dev: 4, ino: 4026531840 };
+    const HOST_NET: FileId = FileId {
+        dev: 4,
+        ino: 4026531840,
+    };
 
     fn facts() -> HostFacts {
         let mut f = HostFacts::default();
         f.host_namespaces.insert(Ns::Network, HOST_NET);
-        f.host_namespaces.insert(Ns::Pid, FileId { dev: 4, ino: 4026531836 });
+        f.host_namespaces.insert(
+            Ns::Pid,
+            FileId {
+                dev: 4,
+                ino: 4026531836,
+            },
+        );
         f.namespace_paths.insert("/proc/1/ns/net".into(), HOST_NET);
-        f.namespace_paths.insert("/proc/4242/ns/net".into(), FileId { dev: 4, ino: 4026532999 });
+        f.namespace_paths.insert(
+            "/proc/4242/ns/net".into(),
+            FileId {
+                dev: 4,
+                ino: 4026532999,
+            },
+        );
         f
     }
 
@@ -131,7 +168,10 @@ mod tests {
         assert!(ns.iter().any(|n| n.typ() == Ns::Cgroup));
         let linux = spec.linux().as_ref().unwrap();
         let m = &linux.uid_mappings().as_ref().unwrap()[0];
-        assert_eq!((m.container_id(), m.host_id(), m.size()), (0, 165_536, 65_536));
+        assert_eq!(
+            (m.container_id(), m.host_id(), m.size()),
+            (0, 165_536, 65_536)
+        );
         assert_eq!(linux.gid_mappings(), linux.uid_mappings());
     }
 
@@ -139,10 +179,19 @@ mod tests {
     fn host_user_namespace_is_replaced() {
         let mut spec = ctr_spec();
         set_ns(&mut spec, |ns| {
-            ns.push(LinuxNamespaceBuilder::default().typ(Ns::User).path("/proc/1/ns/user").build().unwrap())
+            ns.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(Ns::User)
+                    .path("/proc/1/ns/user")
+                    .build()
+                    .unwrap(),
+            )
         });
         harden(&mut spec, &facts(), block()).unwrap();
-        let users: Vec<_> = ns_of(&spec).into_iter().filter(|n| n.typ() == Ns::User).collect();
+        let users: Vec<_> = ns_of(&spec)
+            .into_iter()
+            .filter(|n| n.typ() == Ns::User)
+            .collect();
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].path(), &None);
     }
@@ -161,7 +210,11 @@ mod tests {
         let mut spec = ctr_spec();
         set_ns(&mut spec, |ns| ns.retain(|n| n.typ() != Ns::Network));
         let r = harden(&mut spec, &facts(), block()).unwrap_err();
-        assert!(r.detail.contains("can't share a network namespace with the host"), "{r}");
+        assert!(
+            r.detail
+                .contains("can't share a network namespace with the host"),
+            "{r}"
+        );
 
         let mut spec = ctr_spec();
         set_ns(&mut spec, |ns| {
@@ -193,8 +246,14 @@ mod tests {
             }
         });
         assert!(harden(&mut spec, &facts(), block()).unwrap());
-        let user = ns_of(&spec).into_iter().find(|n| n.typ() == Ns::User).unwrap();
-        assert_eq!(user.path().as_deref(), Some(Path::new("/proc/4242/ns/user")));
+        let user = ns_of(&spec)
+            .into_iter()
+            .find(|n| n.typ() == Ns::User)
+            .unwrap();
+        assert_eq!(
+            user.path().as_deref(),
+            Some(Path::new("/proc/4242/ns/user"))
+        );
         assert!(spec.linux().as_ref().unwrap().uid_mappings().is_none());
     }
 }

@@ -31,8 +31,15 @@ pub enum Reply {
 pub fn main(args: &[String]) -> i32 {
     // libcontainer reports through `tracing`; when asked, send it to a file for debugging.
     if let Some(path) = std::env::var_os("ECI_HELPER_LOG") {
-        if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = tracing_subscriber::fmt().with_writer(std::sync::Mutex::new(file)).with_ansi(false).try_init();
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .try_init();
         }
     }
     let input = args.first().map(String::as_str).unwrap_or("");
@@ -41,7 +48,10 @@ pub fn main(args: &[String]) -> i32 {
         Ok(()) => match serde_json::from_str::<Request>(input) {
             Err(e) => Reply::Error(format!("helper: bad request: {e}")),
             Ok(Request::Create(req)) => match eci_core::create(&req) {
-                Ok(c) => Reply::Created { pid: c.pid, block: c.block },
+                Ok(c) => Reply::Created {
+                    pid: c.pid,
+                    block: c.block,
+                },
                 Err(e) => Reply::Error(e.to_string()),
             },
             Ok(Request::Exec(req)) => match eci_core::exec(&req) {
@@ -51,7 +61,10 @@ pub fn main(args: &[String]) -> i32 {
         },
     };
     let failed = matches!(reply, Reply::Error(_));
-    println!("{}", serde_json::to_string(&reply).expect("reply serializes"));
+    println!(
+        "{}",
+        serde_json::to_string(&reply).expect("reply serializes")
+    );
     i32::from(failed)
 }
 
@@ -68,7 +81,11 @@ pub async fn call(request: Request, stdin: Option<std::os::fd::OwnedFd>) -> Repl
             .stderr(Stdio::null())
             .spawn()?;
         let mut out = String::new();
-        child.stdout.take().expect("piped stdout").read_to_string(&mut out)?;
+        child
+            .stdout
+            .take()
+            .expect("piped stdout")
+            .read_to_string(&mut out)?;
         Ok(serde_json::from_str(out.trim()).unwrap_or_else(|_| {
             Reply::Error(if out.is_empty() {
                 "create helper died without an answer".to_string()

@@ -6,6 +6,7 @@
 
 mod helper;
 mod metrics;
+mod options;
 mod process;
 mod service;
 mod shim;
@@ -21,7 +22,9 @@ fn main() {
         // Before any thread exists: libcontainer forks from here.
         std::process::exit(helper::main(&args[2..]));
     }
-    if args.get(1).map(String::as_str) == Some("--version") || args.get(1).map(String::as_str) == Some("version") {
+    if args.get(1).map(String::as_str) == Some("--version")
+        || args.get(1).map(String::as_str) == Some("version")
+    {
         println!("containerd-shim-eci-v2 {}", env!("CARGO_PKG_VERSION"));
         return;
     }

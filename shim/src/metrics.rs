@@ -1,7 +1,9 @@
 //! cgroup statistics in the shape containerd's `ctr task metrics` and CRI expect
 //! (io.containerd.cgroups.v1.Metrics; containerd reads the same fields on v2 hosts from it).
 
-use containerd_shim::protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat};
+use containerd_shim::protos::cgroups::metrics::{
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+};
 use containerd_shim::protos::protobuf::{well_known_types::any::Any, Message};
 use libcgroups_stats::Stats;
 

@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 pub fn now() -> Timestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let mut ts = Timestamp::new();
     ts.seconds = d.as_secs() as i64;
     ts.nanos = d.subsec_nanos() as i32;

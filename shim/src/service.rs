@@ -2,6 +2,7 @@
 //! policy crate, syscalls in core (run in-process) or in the create helper (anything that forks).
 
 use crate::helper::{self, Reply, Request};
+use crate::options::policy_from_options;
 use crate::process::{now, Container, Exit, Process, Status, StdioPaths};
 use crate::stdio::{copy_console, release_stdin, resize, stdin_pipe, ConsoleSocket};
 use async_trait::async_trait;
@@ -11,7 +12,7 @@ use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::monitor::{Subject, Topic};
 use containerd_shim::protos::api::*;
 use containerd_shim::protos::events::task::*;
-use containerd_shim::protos::protobuf::{well_known_types::any::Any, EnumOrUnknown, MessageDyn};
+use containerd_shim::protos::protobuf::{EnumOrUnknown, MessageDyn};
 use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::topics::*;
 use containerd_shim::protos::ttrpc::{self, r#async::TtrpcContext, Code};
@@ -33,10 +34,6 @@ fn not_found(what: &str) -> ttrpc::Error {
     err(Code::NOT_FOUND, format!("{what}: not found"))
 }
 
-/// Runtime option types the shim accepts. They are read for compatibility and never weaken
-/// isolation: a `BinaryName` pointing at runc, for one, is ignored.
-const KNOWN_OPTION_TYPES: &[&str] = &["containerd.runc.v1.Options", "io.containerd.runc.v1.Options", "runtimeoptions.v1.Options"];
-
 pub struct TaskService {
     namespace: String,
     containerd_address: String,
@@ -49,7 +46,12 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    pub async fn new(namespace: &str, containerd_address: &str, exit: Arc<ExitSignal>, publisher: RemotePublisher) -> Self {
+    pub async fn new(
+        namespace: &str,
+        containerd_address: &str,
+        exit: Arc<ExitSignal>,
+        publisher: RemotePublisher,
+    ) -> Self {
         let service = TaskService {
             namespace: namespace.to_string(),
             containerd_address: containerd_address.to_string(),
@@ -83,8 +85,18 @@ impl TaskService {
         let namespace = self.namespace.clone();
         tokio::spawn(async move {
             while let Some(ev) = sub.rx.recv().await {
-                let Subject::Pid(pid) = ev.subject else { continue };
-                settle_exit(&containers, &early, &publisher, &namespace, pid, ev.exit_code).await;
+                let Subject::Pid(pid) = ev.subject else {
+                    continue;
+                };
+                settle_exit(
+                    &containers,
+                    &early,
+                    &publisher,
+                    &namespace,
+                    pid,
+                    ev.exit_code,
+                )
+                .await;
             }
         });
     }
@@ -99,11 +111,24 @@ impl TaskService {
         }
         let code = self.early_exits.lock().await.remove(&pid);
         if let Some(code) = code {
-            settle_exit(&self.containers, &self.early_exits, &self.publisher, &self.namespace, pid, code).await;
+            settle_exit(
+                &self.containers,
+                &self.early_exits,
+                &self.publisher,
+                &self.namespace,
+                pid,
+                code,
+            )
+            .await;
         }
     }
 
-    async fn console_for(&self, id: &str, exec_id: &str, terminal: bool) -> TResult<Option<ConsoleSocket>> {
+    async fn console_for(
+        &self,
+        id: &str,
+        exec_id: &str,
+        terminal: bool,
+    ) -> TResult<Option<ConsoleSocket>> {
         if !terminal {
             return Ok(None);
         }
@@ -115,7 +140,12 @@ impl TaskService {
     }
 
     /// Run the helper, receiving the pty master concurrently when there is a terminal.
-    async fn run_helper(&self, request: Request, console: Option<ConsoleSocket>, stdin: Option<std::os::fd::OwnedFd>) -> TResult<(Reply, Option<Arc<std::os::fd::OwnedFd>>)> {
+    async fn run_helper(
+        &self,
+        request: Request,
+        console: Option<ConsoleSocket>,
+        stdin: Option<std::os::fd::OwnedFd>,
+    ) -> TResult<(Reply, Option<Arc<std::os::fd::OwnedFd>>)> {
         let receiver = console.map(|c| tokio::task::spawn_blocking(move || c.receive()));
         let reply = helper::call(request, stdin).await;
         let master = match receiver {
@@ -134,8 +164,16 @@ impl TaskService {
     }
 }
 
-async fn publish(publisher: &RemotePublisher, namespace: &str, topic: &str, event: Box<dyn MessageDyn>) {
-    if let Err(e) = publisher.publish(ttrpc::context::Context::default(), topic, namespace, event).await {
+async fn publish(
+    publisher: &RemotePublisher,
+    namespace: &str,
+    topic: &str,
+    event: Box<dyn MessageDyn>,
+) {
+    if let Err(e) = publisher
+        .publish(ttrpc::context::Context::default(), topic, namespace, event)
+        .await
+    {
         log::warn!("publish {topic}: {e}");
     }
 }
@@ -169,8 +207,15 @@ async fn settle_exit(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), done).await;
     }
     let at = now();
-    exit.send_replace(Some(Exit { code: code as u32, at: at.clone() }));
-    let id = if exec_id.is_empty() { cid.clone() } else { exec_id };
+    exit.send_replace(Some(Exit {
+        code: code as u32,
+        at: at.clone(),
+    }));
+    let id = if exec_id.is_empty() {
+        cid.clone()
+    } else {
+        exec_id
+    };
     let event = TaskExit {
         container_id: cid,
         id,
@@ -180,99 +225,6 @@ async fn settle_exit(
         ..Default::default()
     };
     publish(publisher, namespace, TASK_EXIT_EVENT_TOPIC, Box::new(event)).await;
-}
-
-/// Read the runtime options the client sent. Only the policy file may be chosen, and only
-/// among the administrator's files; nothing in them can weaken isolation.
-fn policy_from_options(options: &Any) -> TResult<PathBuf> {
-    let default = PathBuf::from(eci_policy::DEFAULT_POLICY_PATH);
-    if options.type_url.is_empty() {
-        return Ok(default);
-    }
-    let name = options.type_url.rsplit('/').next().unwrap_or(&options.type_url);
-    if !KNOWN_OPTION_TYPES.contains(&name) {
-        return Err(err(
-            Code::INVALID_ARGUMENT,
-            format!("eci: unknown runtime options type {:?}; the ECI runtime accepts runc's options ({}) or runtimeoptions.v1.Options", options.type_url, KNOWN_OPTION_TYPES[0]),
-        ));
-    }
-    if name != "runtimeoptions.v1.Options" {
-        return Ok(default);
-    }
-    // runtimeoptions.v1.Options { string type_url = 1; string config_path = 2; }
-    let config_path = protobuf_string_field(&options.value, 2).unwrap_or_default();
-    if config_path.is_empty() {
-        return Ok(default);
-    }
-    let path = PathBuf::from(&config_path);
-    let admin_dir = std::path::Path::new(eci_policy::DEFAULT_POLICY_PATH).parent().expect("policy dir");
-    if !path.is_absolute() || !path.starts_with(admin_dir) || config_path.contains("/../") {
-        return Err(err(
-            Code::INVALID_ARGUMENT,
-            format!("eci: runtime option ConfigPath {config_path:?} is refused: an ECI policy file must live in {} (rule policy-file; ask an administrator to install it there)", admin_dir.display()),
-        ));
-    }
-    if !path.exists() {
-        return Err(err(Code::INVALID_ARGUMENT, format!("eci: runtime option ConfigPath names {config_path}, which does not exist")));
-    }
-    Ok(path)
-}
-
-/// The first length-delimited field `field` of a protobuf message, as a string.
-fn protobuf_string_field(mut buf: &[u8], field: u64) -> Option<String> {
-    fn varint(buf: &mut &[u8]) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = buf.split_first()?;
-            *buf = rest;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    while !buf.is_empty() {
-        let key = varint(&mut buf)?;
-        match key & 7 {
-            0 => {
-                varint(&mut buf)?;
-            }
-            2 => {
-                let len = usize::try_from(varint(&mut buf)?).ok()?;
-                let (value, rest) = (buf.get(..len)?, buf.get(len..)?);
-                if key >> 3 == field {
-                    return String::from_utf8(value.to_vec()).ok();
-                }
-                buf = rest;
-            }
-            1 => buf = buf.get(8..)?,
-            5 => buf = buf.get(4..)?,
-            _ => return None,
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn any(type_url: &str, value: Vec<u8>) -> Any {
-        Any { type_url: type_url.into(), value, ..Default::default() }
-    }
-
-    #[test]
-    fn options() {
-        assert!(policy_from_options(&Any::default()).is_ok());
-        assert!(policy_from_options(&any("containerd.runc.v1.Options", vec![])).is_ok());
-        let e = policy_from_options(&any("example.com/evil.Options", vec![])).unwrap_err();
-        assert!(e.to_string().contains("unknown runtime options type"), "{e}");
-        let mut v = vec![0x12, 9];
-        v.extend_from_slice(b"/tmp/p.tl");
-        let e = policy_from_options(&any("runtimeoptions.v1.Options", v)).unwrap_err();
-        assert!(e.to_string().contains("must live in /etc/containerd-shim-eci"), "{e}");
-    }
 }
 
 fn status_of(p: &Process) -> TaskStatus {
@@ -286,16 +238,30 @@ fn status_of(p: &Process) -> TaskStatus {
 
 #[async_trait]
 impl Task for TaskService {
-    async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> TResult<CreateTaskResponse> {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TResult<CreateTaskResponse> {
         let policy_path = policy_from_options(&req.options)?;
         if !req.checkpoint.is_empty() {
-            return Err(err(Code::UNIMPLEMENTED, "eci: restoring from a checkpoint is not supported"));
+            return Err(err(
+                Code::UNIMPLEMENTED,
+                "eci: restoring from a checkpoint is not supported",
+            ));
         }
         if self.containers.lock().await.contains_key(&req.id) {
-            return Err(err(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
+            return Err(err(
+                Code::ALREADY_EXISTS,
+                format!("container {} already exists", req.id),
+            ));
         }
         let console = self.console_for(&req.id, "", req.terminal).await?;
-        let stdin = if req.terminal { None } else { stdin_pipe(&req.stdin).map_err(|e| err(Code::INTERNAL, format!("stdin: {e}")))? };
+        let stdin = if req.terminal {
+            None
+        } else {
+            stdin_pipe(&req.stdin).map_err(|e| err(Code::INTERNAL, format!("stdin: {e}")))?
+        };
         let request = Request::Create(eci_core::CreateRequest {
             namespace: self.namespace.clone(),
             id: req.id.clone(),
@@ -310,7 +276,9 @@ impl Task for TaskService {
                 })
                 .collect(),
             stdio: eci_core::Stdio {
-                stdin: stdin.as_ref().map(|_| PathBuf::from(eci_core::create::STDIN_FROM_HELPER)),
+                stdin: stdin
+                    .as_ref()
+                    .map(|_| PathBuf::from(eci_core::create::STDIN_FROM_HELPER)),
                 stdout: Some(PathBuf::from(&req.stdout)),
                 stderr: Some(PathBuf::from(&req.stderr)),
                 console_socket: console.as_ref().map(|c| c.path.clone()),
@@ -334,7 +302,9 @@ impl Task for TaskService {
                 release_stdin(&req.stdin);
                 return Err(err(Code::FAILED_PRECONDITION, e));
             }
-            Reply::Execed { .. } => return Err(err(Code::INTERNAL, "helper answered exec to create")),
+            Reply::Execed { .. } => {
+                return Err(err(Code::INTERNAL, "helper answered exec to create"))
+            }
         };
         if let Some(master) = master {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -382,15 +352,25 @@ impl Task for TaskService {
                 let containers = self.containers.lock().await;
                 let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
                 if c.init.status != Status::Created {
-                    return Err(err(Code::FAILED_PRECONDITION, format!("container {} is not in created state", req.id)));
+                    return Err(err(
+                        Code::FAILED_PRECONDITION,
+                        format!("container {} is not in created state", req.id),
+                    ));
                 }
                 c.init.pid
             };
             let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-            tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.start())
-                .await
-                .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-                .map_err(|e| err(Code::FAILED_PRECONDITION, format!("start {}: {e}", req.id)))?;
+            tokio::task::spawn_blocking(move || {
+                Handle {
+                    layout: &layout,
+                    namespace: &ns,
+                    id: &id,
+                }
+                .start()
+            })
+            .await
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+            .map_err(|e| err(Code::FAILED_PRECONDITION, format!("start {}: {e}", req.id)))?;
             if let Some(p) = self.containers.lock().await.get_mut(&req.id) {
                 if p.init.status == Status::Created {
                     p.init.status = Status::Running;
@@ -402,28 +382,53 @@ impl Task for TaskService {
                 ..Default::default()
             };
             self.publish(TASK_START_EVENT_TOPIC, Box::new(event)).await;
-            return Ok(StartResponse { pid: pid as u32, ..Default::default() });
+            return Ok(StartResponse {
+                pid: pid as u32,
+                ..Default::default()
+            });
         }
 
         let (spec, stdio) = {
             let mut containers = self.containers.lock().await;
-            let c = containers.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
-            let p = c.execs.get_mut(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
-            let spec = p.spec.take().ok_or_else(|| err(Code::FAILED_PRECONDITION, format!("exec {} already started", req.exec_id)))?;
+            let c = containers
+                .get_mut(&req.id)
+                .ok_or_else(|| not_found(&req.id))?;
+            let p = c
+                .execs
+                .get_mut(&req.exec_id)
+                .ok_or_else(|| not_found(&req.exec_id))?;
+            let spec = p.spec.take().ok_or_else(|| {
+                err(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} already started", req.exec_id),
+                )
+            })?;
             (spec, p.stdio.clone())
         };
         let dir = self.layout.private_bundle(&self.namespace, &req.id);
         let process_path = dir.join(format!("exec-{}.json", req.exec_id));
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| err(Code::INTERNAL, e.to_string()))?;
-        tokio::fs::write(&process_path, &spec).await.map_err(|e| err(Code::INTERNAL, e.to_string()))?;
-        let console = self.console_for(&req.id, &req.exec_id, stdio.terminal).await?;
-        let stdin = if stdio.terminal { None } else { stdin_pipe(&stdio.stdin).map_err(|e| err(Code::INTERNAL, format!("stdin: {e}")))? };
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        tokio::fs::write(&process_path, &spec)
+            .await
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        let console = self
+            .console_for(&req.id, &req.exec_id, stdio.terminal)
+            .await?;
+        let stdin = if stdio.terminal {
+            None
+        } else {
+            stdin_pipe(&stdio.stdin).map_err(|e| err(Code::INTERNAL, format!("stdin: {e}")))?
+        };
         let request = Request::Exec(eci_core::ExecRequest {
             namespace: self.namespace.clone(),
             id: req.id.clone(),
             process: process_path.clone(),
             stdio: eci_core::Stdio {
-                stdin: stdin.as_ref().map(|_| PathBuf::from(eci_core::create::STDIN_FROM_HELPER)),
+                stdin: stdin
+                    .as_ref()
+                    .map(|_| PathBuf::from(eci_core::create::STDIN_FROM_HELPER)),
                 stdout: Some(PathBuf::from(&stdio.stdout)),
                 stderr: Some(PathBuf::from(&stdio.stderr)),
                 console_socket: console.as_ref().map(|c| c.path.clone()),
@@ -439,16 +444,24 @@ impl Task for TaskService {
                 if let Some(c) = self.containers.lock().await.get_mut(&req.id) {
                     if let Some(p) = c.execs.get_mut(&req.exec_id) {
                         p.status = Status::Stopped;
-                        p.exit.send_replace(Some(Exit { code: 255, at: now() }));
+                        p.exit.send_replace(Some(Exit {
+                            code: 255,
+                            at: now(),
+                        }));
                     }
                 }
                 return Err(err(Code::FAILED_PRECONDITION, e));
             }
-            Reply::Created { .. } => return Err(err(Code::INTERNAL, "helper answered create to exec")),
+            Reply::Created { .. } => {
+                return Err(err(Code::INTERNAL, "helper answered create to exec"))
+            }
         };
         {
             let mut containers = self.containers.lock().await;
-            if let Some(p) = containers.get_mut(&req.id).and_then(|c| c.execs.get_mut(&req.exec_id)) {
+            if let Some(p) = containers
+                .get_mut(&req.id)
+                .and_then(|c| c.execs.get_mut(&req.exec_id))
+            {
                 p.status = Status::Running;
                 if let Some(master) = master {
                     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -465,17 +478,27 @@ impl Task for TaskService {
             pid: pid as u32,
             ..Default::default()
         };
-        self.publish(TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event)).await;
-        Ok(StartResponse { pid: pid as u32, ..Default::default() })
+        self.publish(TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TResult<StateResponse> {
         let containers = self.containers.lock().await;
         let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-        let p = c.process(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
+        let p = c
+            .process(&req.exec_id)
+            .ok_or_else(|| not_found(&req.exec_id))?;
         let exit = p.exited();
         Ok(StateResponse {
-            id: if req.exec_id.is_empty() { req.id.clone() } else { req.exec_id.clone() },
+            id: if req.exec_id.is_empty() {
+                req.id.clone()
+            } else {
+                req.exec_id.clone()
+            },
             bundle: c.bundle.clone(),
             pid: p.pid as u32,
             status: EnumOrUnknown::new(status_of(p)),
@@ -494,21 +517,40 @@ impl Task for TaskService {
         let (pid, stopped) = {
             let containers = self.containers.lock().await;
             let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-            let p = c.process(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
+            let p = c
+                .process(&req.exec_id)
+                .ok_or_else(|| not_found(&req.exec_id))?;
             (p.pid, p.status == Status::Stopped)
         };
         if req.all && req.exec_id.is_empty() {
-            let (layout, ns, id, sig) = (self.layout.clone(), self.namespace.clone(), req.id.clone(), req.signal as i32);
-            tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.kill_all(sig))
-                .await
-                .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-                .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+            let (layout, ns, id, sig) = (
+                self.layout.clone(),
+                self.namespace.clone(),
+                req.id.clone(),
+                req.signal as i32,
+            );
+            tokio::task::spawn_blocking(move || {
+                Handle {
+                    layout: &layout,
+                    namespace: &ns,
+                    id: &id,
+                }
+                .kill_all(sig)
+            })
+            .await
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
             return Ok(Empty::new());
         }
         if stopped || pid <= 0 {
             return Err(err(Code::NOT_FOUND, "process already finished"));
         }
-        let signal = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| err(Code::INVALID_ARGUMENT, format!("invalid signal {}", req.signal)))?;
+        let signal = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| {
+            err(
+                Code::INVALID_ARGUMENT,
+                format!("invalid signal {}", req.signal),
+            )
+        })?;
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
             Ok(()) => Ok(Empty::new()),
             Err(nix::errno::Errno::ESRCH) => Err(err(Code::NOT_FOUND, "process already finished")),
@@ -519,10 +561,18 @@ impl Task for TaskService {
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TResult<DeleteResponse> {
         if !req.exec_id.is_empty() {
             let mut containers = self.containers.lock().await;
-            let c = containers.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
-            let p = c.execs.get(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
+            let c = containers
+                .get_mut(&req.id)
+                .ok_or_else(|| not_found(&req.id))?;
+            let p = c
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| not_found(&req.exec_id))?;
             if p.status == Status::Running {
-                return Err(err(Code::FAILED_PRECONDITION, format!("exec {} is still running", req.exec_id)));
+                return Err(err(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} is still running", req.exec_id),
+                ));
             }
             let p = c.execs.remove(&req.exec_id).expect("present");
             release_stdin(&p.stdio.stdin);
@@ -540,19 +590,40 @@ impl Task for TaskService {
             (c.init.pid, c.init.status)
         };
         if matches!(status, Status::Running | Status::Paused) {
-            return Err(err(Code::FAILED_PRECONDITION, format!("container {} is still running; kill it first", req.id)));
+            return Err(err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is still running; kill it first", req.id),
+            ));
         }
         let bundle = {
             let containers = self.containers.lock().await;
-            containers.get(&req.id).map(|c| c.bundle.clone()).unwrap_or_default()
+            containers
+                .get(&req.id)
+                .map(|c| c.bundle.clone())
+                .unwrap_or_default()
         };
         let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-        tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.destroy(std::path::Path::new(&bundle)))
+        tokio::task::spawn_blocking(move || {
+            Handle {
+                layout: &layout,
+                namespace: &ns,
+                id: &id,
+            }
+            .destroy(std::path::Path::new(&bundle))
+        })
+        .await
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        let c = self
+            .containers
+            .lock()
             .await
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
-        let c = self.containers.lock().await.remove(&req.id).ok_or_else(|| not_found(&req.id))?;
+            .remove(&req.id)
+            .ok_or_else(|| not_found(&req.id))?;
         release_stdin(&c.init.stdio.stdin);
-        let exit = c.init.exited().unwrap_or(Exit { code: 137, at: now() });
+        let exit = c.init.exited().unwrap_or(Exit {
+            code: 137,
+            at: now(),
+        });
         log::info!("deleted {} and released ID block {}", c.id, c.block);
         let event = TaskDelete {
             container_id: req.id.clone(),
@@ -575,7 +646,10 @@ impl Task for TaskService {
         let mut rx = {
             let containers = self.containers.lock().await;
             let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-            c.process(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?.exit.subscribe()
+            c.process(&req.exec_id)
+                .ok_or_else(|| not_found(&req.exec_id))?
+                .exit
+                .subscribe()
         };
         let exit = rx
             .wait_for(Option::is_some)
@@ -592,14 +666,26 @@ impl Task for TaskService {
 
     async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TResult<Empty> {
         let mut containers = self.containers.lock().await;
-        let c = containers.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let c = containers
+            .get_mut(&req.id)
+            .ok_or_else(|| not_found(&req.id))?;
         if c.init.status == Status::Stopped {
-            return Err(err(Code::FAILED_PRECONDITION, format!("container {} is stopped", req.id)));
+            return Err(err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is stopped", req.id),
+            ));
         }
         if c.execs.contains_key(&req.exec_id) {
-            return Err(err(Code::ALREADY_EXISTS, format!("exec {} already exists", req.exec_id)));
+            return Err(err(
+                Code::ALREADY_EXISTS,
+                format!("exec {} already exists", req.exec_id),
+            ));
         }
-        let spec = req.spec.as_ref().map(|a| a.value.clone()).ok_or_else(|| err(Code::INVALID_ARGUMENT, "exec without a process spec"))?;
+        let spec = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .ok_or_else(|| err(Code::INVALID_ARGUMENT, "exec without a process spec"))?;
         let mut p = Process::new(StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -614,16 +700,20 @@ impl Task for TaskService {
             exec_id: req.exec_id.clone(),
             ..Default::default()
         };
-        self.publish(TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event)).await;
+        self.publish(TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
+            .await;
         Ok(Empty::new())
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TResult<Empty> {
         let containers = self.containers.lock().await;
         let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-        let p = c.process(&req.exec_id).ok_or_else(|| not_found(&req.exec_id))?;
+        let p = c
+            .process(&req.exec_id)
+            .ok_or_else(|| not_found(&req.exec_id))?;
         if let Some(master) = &p.console {
-            resize(master, req.width, req.height).map_err(|e| err(Code::INTERNAL, format!("resize: {e}")))?;
+            resize(master, req.width, req.height)
+                .map_err(|e| err(Code::INTERNAL, format!("resize: {e}")))?;
         }
         Ok(Empty::new())
     }
@@ -636,10 +726,17 @@ impl Task for TaskService {
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TResult<PidsResponse> {
         let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-        let pids = tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.pids())
-            .await
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        let pids = tokio::task::spawn_blocking(move || {
+            Handle {
+                layout: &layout,
+                namespace: &ns,
+                id: &id,
+            }
+            .pids()
+        })
+        .await
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         Ok(PidsResponse {
             processes: pids
                 .into_iter()
@@ -654,37 +751,73 @@ impl Task for TaskService {
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TResult<Empty> {
         self.freeze(&req.id, true).await?;
-        self.publish(TASK_PAUSED_EVENT_TOPIC, Box::new(TaskPaused { container_id: req.id.clone(), ..Default::default() })).await;
+        self.publish(
+            TASK_PAUSED_EVENT_TOPIC,
+            Box::new(TaskPaused {
+                container_id: req.id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
         Ok(Empty::new())
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TResult<Empty> {
         self.freeze(&req.id, false).await?;
-        self.publish(TASK_RESUMED_EVENT_TOPIC, Box::new(TaskResumed { container_id: req.id.clone(), ..Default::default() })).await;
+        self.publish(
+            TASK_RESUMED_EVENT_TOPIC,
+            Box::new(TaskResumed {
+                container_id: req.id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
         Ok(Empty::new())
     }
 
     async fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> TResult<Empty> {
-        Err(err(Code::UNIMPLEMENTED, "eci: checkpoint is not supported by the ECI runtime"))
+        Err(err(
+            Code::UNIMPLEMENTED,
+            "eci: checkpoint is not supported by the ECI runtime",
+        ))
     }
 
     async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TResult<Empty> {
         let resources: eci_core::ops::Resources = serde_json::from_slice(&req.resources.value)
-            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("update: resources are not an OCI LinuxResources: {e}")))?;
+            .map_err(|e| {
+                err(
+                    Code::INVALID_ARGUMENT,
+                    format!("update: resources are not an OCI LinuxResources: {e}"),
+                )
+            })?;
         let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-        tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.update(&resources))
-            .await
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            Handle {
+                layout: &layout,
+                namespace: &ns,
+                id: &id,
+            }
+            .update(&resources)
+        })
+        .await
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         Ok(Empty::new())
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TResult<StatsResponse> {
         let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-        let stats = tokio::task::spawn_blocking(move || Handle { layout: &layout, namespace: &ns, id: &id }.stats())
-            .await
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        let stats = tokio::task::spawn_blocking(move || {
+            Handle {
+                layout: &layout,
+                namespace: &ns,
+                id: &id,
+            }
+            .stats()
+        })
+        .await
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         Ok(StatsResponse {
             stats: Some(crate::metrics::to_any(&stats)).into(),
             ..Default::default()
@@ -714,7 +847,11 @@ impl TaskService {
     async fn freeze(&self, id: &str, frozen: bool) -> TResult<()> {
         let (layout, ns, cid) = (self.layout.clone(), self.namespace.clone(), id.to_string());
         tokio::task::spawn_blocking(move || {
-            let h = Handle { layout: &layout, namespace: &ns, id: &cid };
+            let h = Handle {
+                layout: &layout,
+                namespace: &ns,
+                id: &cid,
+            };
             if frozen {
                 h.pause()
             } else {
@@ -725,7 +862,11 @@ impl TaskService {
         .map_err(|e| err(Code::INTERNAL, e.to_string()))?
         .map_err(|e| err(Code::FAILED_PRECONDITION, e.to_string()))?;
         if let Some(c) = self.containers.lock().await.get_mut(id) {
-            c.init.status = if frozen { Status::Paused } else { Status::Running };
+            c.init.status = if frozen {
+                Status::Paused
+            } else {
+                Status::Running
+            };
         }
         Ok(())
     }

@@ -12,7 +12,10 @@ use eci_core::Layout;
 use std::sync::Arc;
 
 /// Annotations under which containerd's CRI groups a pod's containers into one shim.
-const GROUP_LABELS: &[&str] = &["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+const GROUP_LABELS: &[&str] = &[
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
 
 pub struct EciShim {
     namespace: String,
@@ -66,7 +69,9 @@ impl Shim for EciShim {
 }
 
 fn read_group(id: &str) -> String {
-    let spec: Option<serde_json::Value> = std::fs::read("config.json").ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let spec: Option<serde_json::Value> = std::fs::read("config.json")
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     spec.as_ref()
         .and_then(|s| s.get("annotations"))
         .and_then(|a| GROUP_LABELS.iter().find_map(|l| a.get(*l)?.as_str()))

@@ -31,7 +31,12 @@ impl ConsoleSocket {
         let mut buf = [0u8; 4096];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(fds) = c {
                 if let Some(&fd) = fds.first() {
@@ -40,7 +45,9 @@ impl ConsoleSocket {
                 }
             }
         }
-        Err(std::io::Error::other("console socket: no pty master received"))
+        Err(std::io::Error::other(
+            "console socket: no pty master received",
+        ))
     }
 }
 
@@ -52,7 +59,12 @@ impl Drop for ConsoleSocket {
 
 /// Copy stdin fifo → master and master → stdout fifo on two threads; `done` fires when the
 /// output side has drained (the process and everything holding the pty have exited).
-pub fn copy_console(master: Arc<OwnedFd>, stdin: &str, stdout: &str, done: tokio::sync::oneshot::Sender<()>) {
+pub fn copy_console(
+    master: Arc<OwnedFd>,
+    stdin: &str,
+    stdout: &str,
+    done: tokio::sync::oneshot::Sender<()>,
+) {
     if !stdin.is_empty() {
         let path = stdin.to_string();
         let m = master.clone();
@@ -115,6 +127,9 @@ pub fn stdin_pipe(path: &str) -> std::io::Result<Option<OwnedFd>> {
 pub fn release_stdin(path: &str) {
     if !path.is_empty() {
         use std::os::unix::fs::OpenOptionsExt;
-        let _ = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path);
+        let _ = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
     }
 }

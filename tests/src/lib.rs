@@ -14,18 +14,31 @@ pub struct Env {
 }
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// The shared test environment; started once per test binary.
 pub fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        if let (Ok(address), Ok(image)) = (std::env::var("ECI_CONTAINERD"), std::env::var("ECI_TEST_IMAGE")) {
+        if let (Ok(address), Ok(image)) = (
+            std::env::var("ECI_CONTAINERD"),
+            std::env::var("ECI_TEST_IMAGE"),
+        ) {
             return Env { address, image };
         }
-        let out = Command::new(repo().join("scripts/testenv.sh")).arg("start").output().expect("run scripts/testenv.sh");
-        assert!(out.status.success(), "testenv failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(repo().join("scripts/testenv.sh"))
+            .arg("start")
+            .output()
+            .expect("run scripts/testenv.sh");
+        assert!(
+            out.status.success(),
+            "testenv failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let get = |k: &str| {
             text.split_whitespace()
@@ -43,7 +56,11 @@ pub fn env() -> &'static Env {
 pub fn name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 pub struct Run {
@@ -101,7 +118,9 @@ pub fn remove(id: &str) {
     let _ = ctr(&["task", "kill", "-s", "SIGKILL", id]);
     wait_until(Duration::from_secs(10), || {
         let r = ctr(&["task", "ls"]);
-        !r.stdout.lines().any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING"))
+        !r.stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING"))
     });
     let _ = ctr(&["task", "delete", id]);
     let _ = ctr(&["container", "delete", id]);
@@ -120,7 +139,10 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// The host ID a container's root maps to, from a uid_map line `0 BASE 65536`.
 pub fn parse_uid_map(text: &str) -> Option<(u32, u32, u32)> {
-    let f: Vec<u32> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let f: Vec<u32> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
     (f.len() == 3).then(|| (f[0], f[1], f[2]))
 }
 
@@ -135,8 +157,14 @@ pub fn leftovers(id: &str) -> Vec<String> {
             found.push(p.display().to_string());
         }
     }
-    for entry in std::fs::read_dir(Path::new(BASE).join("leases")).into_iter().flatten().flatten() {
-        if std::fs::read_to_string(entry.path()).is_ok_and(|t| t.contains(&format!("\"container\":\"{id}\""))) {
+    for entry in std::fs::read_dir(Path::new(BASE).join("leases"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if std::fs::read_to_string(entry.path())
+            .is_ok_and(|t| t.contains(&format!("\"container\":\"{id}\"")))
+        {
             found.push(format!("lease {}", entry.path().display()));
         }
     }
@@ -145,13 +173,23 @@ pub fn leftovers(id: &str) -> Vec<String> {
         found.push(format!("mount {line}"));
     }
     for controller in ["memory", "pids", "cpu", "freezer", "unified"] {
-        let p = Path::new("/sys/fs/cgroup").join(controller).join("default").join(id);
+        let p = Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join("default")
+            .join(id);
         if p.exists() {
             found.push(format!("cgroup {}", p.display()));
         }
     }
-    let ps = Command::new("ps").args(["-eo", "args"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    for line in ps.lines().filter(|l| l.contains("containerd-shim-eci-v2") && l.contains(&format!("-id {id} "))) {
+    let ps = Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for line in ps
+        .lines()
+        .filter(|l| l.contains("containerd-shim-eci-v2") && l.contains(&format!("-id {id} ")))
+    {
         found.push(format!("process {line}"));
     }
     found
@@ -162,6 +200,7 @@ pub fn shim_pid(id: &str) -> Option<i32> {
     let out = Command::new("ps").args(["-eo", "pid,args"]).output().ok()?;
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
         let l = l.trim();
-        (l.contains("containerd-shim-eci-v2") && l.contains(&format!("-id {id} "))).then(|| l.split_whitespace().next()?.parse().ok())?
+        (l.contains("containerd-shim-eci-v2") && l.contains(&format!("-id {id} ")))
+            .then(|| l.split_whitespace().next()?.parse().ok())?
     })
 }

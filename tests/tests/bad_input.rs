@@ -5,8 +5,14 @@ use std::process::{Command, Stdio};
 
 fn helper(request: &serde_json::Value) -> serde_json::Value {
     let bin = repo().join("target/release/containerd-shim-eci-v2");
-    let out = Command::new(bin).arg("helper").arg(request.to_string()).stdin(Stdio::null()).output().expect("run helper");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("helper answered {}", String::from_utf8_lossy(&out.stdout)))
+    let out = Command::new(bin)
+        .arg("helper")
+        .arg(request.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run helper");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("helper answered {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn create_request(id: &str, bundle: &std::path::Path) -> serde_json::Value {
@@ -21,13 +27,19 @@ fn create_request(id: &str, bundle: &std::path::Path) -> serde_json::Value {
 #[test]
 fn truncated_and_malformed_config_json_are_clear_errors() {
     let _ = env();
-    for (label, text) in [("truncated", "{\"ociVersion\": \"1.0.2\", \"process\": {"), ("malformed", "{\"ociVersion\": 7}"), ("empty", "")] {
+    for (label, text) in [
+        ("truncated", "{\"ociVersion\": \"1.0.2\", \"process\": {"),
+        ("malformed", "{\"ociVersion\": 7}"),
+        ("empty", ""),
+    ] {
         let id = name(label);
         let bundle = std::env::temp_dir().join(&id);
         std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
         std::fs::write(bundle.join("config.json"), text).unwrap();
         let reply = helper(&create_request(&id, &bundle));
-        let error = reply["error"].as_str().unwrap_or_else(|| panic!("{label}: {reply}"));
+        let error = reply["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{label}: {reply}"));
         assert!(error.contains("invalid config.json"), "{label}: {error}");
         assert!(leftovers(&id).is_empty(), "{label}: {:?}", leftovers(&id));
         let _ = std::fs::remove_dir_all(bundle);
@@ -39,7 +51,11 @@ fn missing_rootfs_is_a_clear_error() {
     let id = name("norootfs");
     let bundle = std::env::temp_dir().join(&id);
     std::fs::create_dir_all(&bundle).unwrap();
-    let spec = Command::new("ctr").args(["oci", "spec"]).output().unwrap().stdout;
+    let spec = Command::new("ctr")
+        .args(["oci", "spec"])
+        .output()
+        .unwrap()
+        .stdout;
     std::fs::write(bundle.join("config.json"), spec).unwrap();
     let reply = helper(&create_request(&id, &bundle));
     let error = reply["error"].as_str().unwrap_or_else(|| panic!("{reply}"));
@@ -48,7 +64,16 @@ fn missing_rootfs_is_a_clear_error() {
     let _ = std::fs::remove_dir_all(bundle);
 
     // And through ctr, with a host directory that does not exist as rootfs.
-    let r = ctr(&["run", "--rm", "--runtime", RUNTIME, "--rootfs", "/nonexistent-eci-rootfs", &name("ctr-norootfs"), "true"]);
+    let r = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        "/nonexistent-eci-rootfs",
+        &name("ctr-norootfs"),
+        "true",
+    ]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("rootfs"), "{}", r.stderr);
 }
@@ -56,8 +81,16 @@ fn missing_rootfs_is_a_clear_error() {
 #[test]
 fn unknown_runtime_options_are_refused() {
     let id = name("opts");
-    let r = run(&id, &["--runtime-config-path", "/tmp/not-an-eci-policy.toml"], &["true"]);
+    let r = run(
+        &id,
+        &["--runtime-config-path", "/tmp/not-an-eci-policy.toml"],
+        &["true"],
+    );
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("/etc/containerd-shim-eci"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("/etc/containerd-shim-eci"),
+        "{}",
+        r.stderr
+    );
     assert!(leftovers(&id).is_empty(), "{:?}", leftovers(&id));
 }

@@ -13,7 +13,10 @@ fn uid_map_is_an_exclusive_block_and_exit_codes_pass_through() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let (inside, host, size) = parse_uid_map(&r.stdout).expect("uid_map line");
     assert_eq!((inside, size), (0, 65536), "{}", r.stdout);
-    assert!(host >= 100_000 && (host - 100_000) % 65536 == 0, "block {host}");
+    assert!(
+        host >= 100_000 && (host - 100_000) % 65536 == 0,
+        "block {host}"
+    );
     let gid = run(&name("gidmap"), &[], &["cat", "/proc/self/gid_map"]);
     assert_eq!(parse_uid_map(&gid.stdout).map(|m| m.2), Some(65536));
 
@@ -31,7 +34,16 @@ fn image_files_keep_their_owners_and_root_can_write() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines, vec!["0:0 /root/file", "1000:1000 /home/user/file", "0:0 /bin/busybox", "0:0 /new", "0"]);
+    assert_eq!(
+        lines,
+        vec![
+            "0:0 /root/file",
+            "1000:1000 /home/user/file",
+            "0:0 /bin/busybox",
+            "0:0 /new",
+            "0"
+        ]
+    );
 }
 
 #[test]
@@ -39,40 +51,100 @@ fn concurrent_containers_get_disjoint_blocks() {
     let (a, b) = (name("pair-a"), name("pair-b"));
     run_detached(&a, &[], &["sleep", "60"]);
     run_detached(&b, &[], &["sleep", "60"]);
-    let ma = ctr(&["task", "exec", "--exec-id", "m", &a, "cat", "/proc/self/uid_map"]);
-    let mb = ctr(&["task", "exec", "--exec-id", "m", &b, "cat", "/proc/self/uid_map"]);
+    let ma = ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "m",
+        &a,
+        "cat",
+        "/proc/self/uid_map",
+    ]);
+    let mb = ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "m",
+        &b,
+        "cat",
+        "/proc/self/uid_map",
+    ]);
     remove(&a);
     remove(&b);
     let (_, ha, _) = parse_uid_map(&ma.stdout).expect("a's uid_map");
     let (_, hb, _) = parse_uid_map(&mb.stdout).expect("b's uid_map");
     assert!(ha.abs_diff(hb) >= 65536, "blocks overlap: {ha} {hb}");
-    assert!(leftovers(&a).is_empty() && leftovers(&b).is_empty(), "{:?} {:?}", leftovers(&a), leftovers(&b));
+    assert!(
+        leftovers(&a).is_empty() && leftovers(&b).is_empty(),
+        "{:?} {:?}",
+        leftovers(&a),
+        leftovers(&b)
+    );
 }
 
 #[test]
 fn detached_exec_pids_pause_metrics_kill_delete() {
     let id = name("detached");
     run_detached(&id, &[], &["sleep", "60"]);
-    let e = ctr(&["task", "exec", "--exec-id", "e1", &id, "sh", "-c", "cat /proc/self/uid_map; cat /proc/1/cmdline; exit 4"]);
+    let e = ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; cat /proc/1/cmdline; exit 4",
+    ]);
     assert_eq!(e.code, 4, "{}", e.stderr);
-    assert!(e.stdout.contains("sleep"), "exec is not in the container's pid namespace: {}", e.stdout);
+    assert!(
+        e.stdout.contains("sleep"),
+        "exec is not in the container's pid namespace: {}",
+        e.stdout
+    );
     let (_, host, _) = parse_uid_map(&e.stdout).expect("exec uid_map");
-    assert!(host >= 100_000, "exec'd process is not in the container's user namespace: {}", e.stdout);
+    assert!(
+        host >= 100_000,
+        "exec'd process is not in the container's user namespace: {}",
+        e.stdout
+    );
 
     let missing = ctr(&["task", "exec", "--exec-id", "e2", &id, "no-such-binary"]);
     assert_ne!(missing.code, 0);
-    assert!(missing.stderr.contains("no-such-binary"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no-such-binary"),
+        "{}",
+        missing.stderr
+    );
 
     // The init alone once the execs are reaped (header line + one pid).
-    assert!(wait_until(Duration::from_secs(5), || ctr(&["task", "ps", &id]).stdout.lines().count() == 2), "{}", ctr(&["task", "ps", &id]).stdout);
+    assert!(
+        wait_until(Duration::from_secs(5), || ctr(&["task", "ps", &id])
+            .stdout
+            .lines()
+            .count()
+            == 2),
+        "{}",
+        ctr(&["task", "ps", &id]).stdout
+    );
     assert_eq!(ctr(&["task", "pause", &id]).code, 0);
-    assert!(ctr(&["task", "ls"]).stdout.lines().any(|l| l.starts_with(&id) && l.contains("PAUSED")));
+    assert!(ctr(&["task", "ls"])
+        .stdout
+        .lines()
+        .any(|l| l.starts_with(&id) && l.contains("PAUSED")));
     assert_eq!(ctr(&["task", "resume", &id]).code, 0);
     let metrics = ctr(&["task", "metrics", &id]);
-    assert!(metrics.stdout.contains("memory.usage_in_bytes"), "{}", metrics.stdout);
+    assert!(
+        metrics.stdout.contains("memory.usage_in_bytes"),
+        "{}",
+        metrics.stdout
+    );
 
     assert_eq!(ctr(&["task", "kill", "-s", "SIGKILL", &id]).code, 0);
-    assert!(wait_until(Duration::from_secs(10), || ctr(&["task", "ls"]).stdout.lines().any(|l| l.starts_with(&id) && l.contains("STOPPED"))));
+    assert!(wait_until(Duration::from_secs(10), || ctr(&["task", "ls"])
+        .stdout
+        .lines()
+        .any(|l| l.starts_with(&id) && l.contains("STOPPED"))));
     assert_eq!(ctr(&["task", "delete", &id]).code, 0);
     assert_eq!(ctr(&["container", "delete", &id]).code, 0);
     assert!(leftovers(&id).is_empty(), "{:?}", leftovers(&id));
@@ -83,11 +155,26 @@ fn signals_reach_the_process_and_its_exit_code_comes_back() {
     let id = name("signal");
     let e = env();
     let mut child = Command::new("ctr")
-        .args(["--address", &e.address, "run", "--rm", "--runtime", RUNTIME, &e.image, &id, "sh", "-c", "trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done"])
+        .args([
+            "--address",
+            &e.address,
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            &e.image,
+            &id,
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ctr run");
-    assert!(wait_until(Duration::from_secs(10), || ctr(&["task", "ls"]).stdout.lines().any(|l| l.starts_with(&id) && l.contains("RUNNING"))));
+    assert!(wait_until(Duration::from_secs(10), || ctr(&["task", "ls"])
+        .stdout
+        .lines()
+        .any(|l| l.starts_with(&id) && l.contains("RUNNING"))));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(ctr(&["task", "kill", "-s", "SIGTERM", &id]).code, 0);
     let status = child.wait().expect("ctr run exits");
@@ -98,19 +185,36 @@ fn signals_reach_the_process_and_its_exit_code_comes_back() {
 fn terminal_containers_and_execs_get_a_pty() {
     let id = name("tty");
     let e = env();
-    let cmd = format!("ctr --address {} run --rm -t --runtime {RUNTIME} {} {id} sh -c 'tty; exit 5'", e.address, e.image);
-    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(std::process::Stdio::null()).output().expect("script");
+    let cmd = format!(
+        "ctr --address {} run --rm -t --runtime {RUNTIME} {} {id} sh -c 'tty; exit 5'",
+        e.address, e.image
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(out.status.code(), Some(5), "{text}");
 
     let d = name("tty-exec");
     run_detached(&d, &[], &["sleep", "60"]);
-    let cmd = format!("ctr --address {} task exec -t --exec-id t {d} sh -c 'tty; cat /proc/self/uid_map'", e.address);
-    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(std::process::Stdio::null()).output().expect("script");
+    let cmd = format!(
+        "ctr --address {} task exec -t --exec-id t {d} sh -c 'tty; cat /proc/self/uid_map'",
+        e.address
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
     remove(&d);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("/dev/pts/") && text.contains("65536"), "{text}");
+    assert!(
+        text.contains("/dev/pts/") && text.contains("65536"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -121,18 +225,47 @@ fn a_host_directory_is_shared_consistently_between_two_blocks() {
     let (a, b) = (name("vol-a"), name("vol-b"));
     run_detached(&a, &["--mount", &mount], &["sleep", "60"]);
     run_detached(&b, &["--mount", &mount], &["sleep", "60"]);
-    let wa = ctr(&["task", "exec", "--exec-id", "w", &a, "sh", "-c", "echo a > /data/a && cat /proc/self/uid_map"]);
-    let wb = ctr(&["task", "exec", "--exec-id", "w", &b, "sh", "-c", "echo b > /data/b && stat -c '%u %n' /data/a && cat /data/a && cat /proc/self/uid_map"]);
+    let wa = ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "w",
+        &a,
+        "sh",
+        "-c",
+        "echo a > /data/a && cat /proc/self/uid_map",
+    ]);
+    let wb = ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "w",
+        &b,
+        "sh",
+        "-c",
+        "echo b > /data/b && stat -c '%u %n' /data/a && cat /data/a && cat /proc/self/uid_map",
+    ]);
     remove(&a);
     remove(&b);
     assert_eq!(wa.code, 0, "{}", wa.stderr);
     assert_eq!(wb.code, 0, "{}", wb.stderr);
-    assert_ne!(parse_uid_map(wa.stdout.lines().last().unwrap()), parse_uid_map(wb.stdout.lines().last().unwrap()));
-    assert!(wb.stdout.starts_with("0 /data/a\na\n"), "b sees a's file as {}", wb.stdout);
+    assert_ne!(
+        parse_uid_map(wa.stdout.lines().last().unwrap()),
+        parse_uid_map(wb.stdout.lines().last().unwrap())
+    );
+    assert!(
+        wb.stdout.starts_with("0 /data/a\na\n"),
+        "b sees a's file as {}",
+        wb.stdout
+    );
     use std::os::unix::fs::MetadataExt;
     for f in ["a", "b"] {
         let meta = std::fs::metadata(dir.join(f)).unwrap();
-        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{f} landed on the host with the block's IDs");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, 0),
+            "{f} landed on the host with the block's IDs"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -149,11 +282,18 @@ fn a_killed_shim_leaves_nothing_after_containerd_cleans_up() {
         !ctr(&["task", "ls"]).stdout.contains(&id)
     }));
     let _ = ctr(&["container", "delete", &id]);
-    assert!(wait_until(Duration::from_secs(10), || leftovers(&id).is_empty()), "{:?}", leftovers(&id));
+    assert!(
+        wait_until(Duration::from_secs(10), || leftovers(&id).is_empty()),
+        "{:?}",
+        leftovers(&id)
+    );
 }
 
 fn nix_kill(pid: i32) {
-    let status = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -184,9 +324,19 @@ fn no_runc_is_needed() {
     let r = run(&name("norunc"), &[], &["true"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // The private containerd (and so the shim) runs with a PATH that has no runc on it.
-    let pid = std::fs::read_to_string(std::path::Path::new(&e.address).with_file_name("containerd.pid")).unwrap_or_default();
+    let pid =
+        std::fs::read_to_string(std::path::Path::new(&e.address).with_file_name("containerd.pid"))
+            .unwrap_or_default();
     if let Ok(environ) = std::fs::read(format!("/proc/{}/environ", pid.trim())) {
-        let path = environ.split(|b| *b == 0).find_map(|v| v.strip_prefix(b"PATH=")).map(|p| String::from_utf8_lossy(p).into_owned()).unwrap();
-        assert!(path.split(':').all(|d| !std::path::Path::new(d).join("runc").exists()), "runc on containerd's PATH {path}");
+        let path = environ
+            .split(|b| *b == 0)
+            .find_map(|v| v.strip_prefix(b"PATH="))
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap();
+        assert!(
+            path.split(':')
+                .all(|d| !std::path::Path::new(d).join("runc").exists()),
+            "runc on containerd's PATH {path}"
+        );
     }
 }

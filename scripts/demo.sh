@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build, start a private containerd with the ECI shim registered, and show a container's
+# isolation. Needs root. Usage: sudo scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cargo build --release --workspace
+eval "$(scripts/testenv.sh start)"
+C="ctr --address $ECI_CONTAINERD"
+R="--runtime io.containerd.eci.v2"
+say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+id=$$
+
+say "ctr run $R busybox first cat /proc/self/uid_map   (while 'second' also runs)"
+$C run -d $R "$ECI_TEST_IMAGE" "second-$id" sleep 30 >/dev/null
+$C run --rm $R "$ECI_TEST_IMAGE" "first-$id" cat /proc/self/uid_map
+say "ctr task exec second cat /proc/self/uid_map"
+$C task exec --exec-id show "second-$id" cat /proc/self/uid_map
+$C task kill -s SIGKILL "second-$id" >/dev/null; sleep 0.5
+$C task delete "second-$id" >/dev/null; $C container delete "second-$id" >/dev/null
+
+say "ctr run $R busybox c id; stat -c '%u:%g %n' /home/user/file   (image owners kept, no chown)"
+$C run --rm $R "$ECI_TEST_IMAGE" "own-$id" sh -c 'id; stat -c "%u:%g %n" /home/user/file'
+
+say "ctr run $R --net-host busybox c true   (host network refused)"
+$C run --rm $R --net-host "$ECI_TEST_IMAGE" "net-$id" true || true
+
+say "ctr run $R --mount src=/etc/containerd,... busybox c true   (restricted host mount)"
+mkdir -p /etc/containerd
+$C run --rm $R --mount type=bind,src=/etc/containerd,dst=/x,options=rbind:ro "$ECI_TEST_IMAGE" "mnt-$id" true || true
+
+say "ctr run $R --privileged busybox c sh -c 'ls /dev | wc -l; cat /proc/self/uid_map'   (privileged, contained)"
+$C run --rm $R --privileged "$ECI_TEST_IMAGE" "priv-$id" sh -c 'echo "$(ls /dev | wc -l) device nodes"; cat /proc/self/uid_map'
+echo
+echo "containerd: $ECI_CONTAINERD (stop it with scripts/testenv.sh stop)"

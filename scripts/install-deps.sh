@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Debian packages the build, the tests and the demo need. Idempotent; needs root.
+set -euo pipefail
+PACKAGES=(containerd runc busybox-static umoci libseccomp-dev pkg-config fuse3 libelf-dev zlib1g-dev util-linux procps jq)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
