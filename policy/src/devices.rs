@@ -1,8 +1,9 @@
 use crate::Refusal;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, Spec};
 
-/// Device nodes a container may have, privileged or not. Everything else on the host (disks,
-/// memory, consoles of other ttys, kvm…) stays outside.
+/// Host device nodes a container may be given, privileged or not. Everything else on the host
+/// (disks, memory, other ttys, kvm…) stays outside. /dev/console and /dev/ptmx are not taken
+/// from the host at all: the runtime makes them from the container's own pty and devpts.
 pub const SAFE_DEVICES: &[&str] = &[
     "/dev/null",
     "/dev/zero",
@@ -10,8 +11,6 @@ pub const SAFE_DEVICES: &[&str] = &[
     "/dev/random",
     "/dev/urandom",
     "/dev/tty",
-    "/dev/console",
-    "/dev/ptmx",
     "/dev/fuse",
     "/dev/net/tun",
 ];
