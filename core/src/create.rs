@@ -4,7 +4,7 @@
 //! container with libcontainer and exits; the container's init is the shim's child.
 
 use crate::audit;
-use crate::idmap::{attach, idmapped_clone, IdmapUserNs};
+use crate::idmap::{attach, idmapped_clone, IdmapUserNs, LockedFlags};
 use crate::layout::Layout;
 use crate::lease::{LeaseDir, LeaseRecord, ProcessRef};
 use crate::resolve::{file_id, is_device, is_dir, open_path, resolve_existing};
@@ -222,11 +222,15 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
             fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
             File::create(&at).map_err(io(format!("create {}", at.display())))?;
         }
-        let tree =
-            idmapped_clone(&fd, &userns, false).map_err(|e| CreateError::BindNotIdmappable {
-                path: source.clone(),
-                source: e,
-            })?;
+        let tree = idmapped_clone(
+            &fd,
+            &userns,
+            LockedFlags::from_options(m.options().iter().flatten()),
+        )
+        .map_err(|e| CreateError::BindNotIdmappable {
+            path: source.clone(),
+            source: e,
+        })?;
         attach(&tree, &at).map_err(io(format!("attach {}", at.display())))?;
         undo.staged.push(at.clone());
         m.set_source(Some(at));

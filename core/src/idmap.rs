@@ -12,6 +12,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
@@ -91,12 +94,53 @@ fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
+/// Flags set on a mount before the container's mount namespace is copied from the host's. The
+/// kernel locks flags of mounts copied into a less privileged user namespace's mount namespace
+/// (MNT_LOCK_READONLY and friends), so container root, even with CAP_SYS_ADMIN, cannot clear
+/// them by remount, `mount_setattr` or an `open_tree` clone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockedFlags {
+    pub read_only: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+}
+
+impl LockedFlags {
+    /// From OCI mount options (`ro`, `nosuid`, `nodev`, `noexec`).
+    pub fn from_options<'a>(options: impl IntoIterator<Item = &'a String>) -> Self {
+        let mut f = LockedFlags::default();
+        for o in options {
+            match o.as_str() {
+                "ro" => f.read_only = true,
+                "nosuid" => f.nosuid = true,
+                "nodev" => f.nodev = true,
+                "noexec" => f.noexec = true,
+                _ => {}
+            }
+        }
+        f
+    }
+
+    fn attr(self) -> u64 {
+        [
+            (self.read_only, MOUNT_ATTR_RDONLY),
+            (self.nosuid, MOUNT_ATTR_NOSUID),
+            (self.nodev, MOUNT_ATTR_NODEV),
+            (self.noexec, MOUNT_ATTR_NOEXEC),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, bit)| acc | bit)
+    }
+}
+
 /// Clone the mount tree at `source` (an O_PATH fd already checked by the caller, so the thing
 /// judged is the thing mounted) into a detached, ID-mapped mount.
 pub fn idmapped_clone(
     source: &OwnedFd,
     userns: &IdmapUserNs,
-    read_only: bool,
+    flags: LockedFlags,
 ) -> io::Result<OwnedFd> {
     let empty = c"";
     // SAFETY: open_tree with a valid dirfd and a NUL-terminated empty path.
@@ -114,7 +158,7 @@ pub fn idmapped_clone(
     // SAFETY: the kernel just returned this fd to us.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_set: MOUNT_ATTR_IDMAP | flags.attr(),
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,

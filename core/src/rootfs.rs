@@ -2,7 +2,7 @@
 //! ID-mapped lower layers (an ID-mapped overlay itself is refused by the kernel), and an upper
 //! and work dir owned by the block's first ID. Image layers on disk are never chowned.
 
-use crate::idmap::{attach, idmapped_clone, IdmapUserNs};
+use crate::idmap::{attach, idmapped_clone, IdmapUserNs, LockedFlags};
 use crate::resolve::open_path;
 use eci_policy::IdBlock;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -68,12 +68,15 @@ fn idmap_at(
     read_only: bool,
 ) -> Result<(), RootfsError> {
     let (fd, _) = open_path(source).map_err(io_err("open", source))?;
-    let tree = idmapped_clone(&fd, userns, read_only).map_err(|source_err| {
-        RootfsError::NotIdmappable {
+    let flags = LockedFlags {
+        read_only,
+        ..LockedFlags::default()
+    };
+    let tree =
+        idmapped_clone(&fd, userns, flags).map_err(|source_err| RootfsError::NotIdmappable {
             path: source.to_path_buf(),
             source: source_err,
-        }
-    })?;
+        })?;
     attach(&tree, target).map_err(io_err("attach ID-mapped mount at", target))
 }
 
