@@ -57,7 +57,9 @@ TOML
     mkdir -p "$ROOT/bin"
     ln -sf "$BIN/containerd-shim-eci-v2" "$ROOT/bin/containerd-shim-eci-v2"
     ln -sf "$(command -v containerd-shim-runc-v2)" "$ROOT/bin/containerd-shim-runc-v2"
-    nohup env PATH="$ROOT/bin" "$(command -v containerd)" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
+    # $ROOT/enforce comes first and is empty: the enforcement test installs its link there.
+    mkdir -p "$ROOT/enforce"
+    nohup env PATH="$ROOT/enforce:$ROOT/bin" "$(command -v containerd)" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
     echo $! > "$ROOT/containerd.pid"
     for _ in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; sleep 0.1; done
     ctr_ version >/dev/null || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }

@@ -4,6 +4,7 @@
 //! (`containerd-shim-eci-v2 helper …`, a fresh single-threaded process in which libcontainer
 //! may fork), and the admin commands (`containerd-shim-eci-v2 enforce …`).
 
+mod enforce;
 mod helper;
 mod metrics;
 mod options;
@@ -21,6 +22,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some(helper::HELPER_ARG) {
         // Before any thread exists: libcontainer forks from here.
         std::process::exit(helper::main(&args[2..]));
+    }
+    if args.get(1).map(String::as_str) == Some("enforce") {
+        std::process::exit(enforce::main(&args[2..]));
     }
     if args.get(1).map(String::as_str) == Some("--version")
         || args.get(1).map(String::as_str) == Some("version")

@@ -1,0 +1,307 @@
+//! The isolation policy through ctr: refusals as the user sees them, allowed cases, privileged
+//! containers contained (checked on the host afterwards), read-only mounts that stay so, the
+//! policy file and enforcement.
+
+use eci_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn refused(id: &str, extra: &[&str], needle: &str) {
+    let r = run(id, extra, &["true"]);
+    assert_ne!(r.code, 0, "{id} ran");
+    assert!(r.stderr.contains(needle), "{id}: {}", r.stderr);
+    assert!(leftovers(id).is_empty(), "{id}: {:?}", leftovers(id));
+    let _ = ctr(&["container", "delete", id]);
+}
+
+#[test]
+fn host_pid_net_ipc_are_refused_with_the_seed_wording() {
+    refused(
+        &name("pidhost"),
+        &["--with-ns", "pid:/proc/1/ns/pid"],
+        "can't share namespaces [pid] with the host (because they use the linux user-namespace for isolation)",
+    );
+    refused(
+        &name("nethost"),
+        &["--net-host"],
+        "can't share a network namespace with the host (because they use the linux user-namespace for isolation)",
+    );
+    refused(
+        &name("ipchost"),
+        &["--with-ns", "ipc:/proc/1/ns/ipc"],
+        "can't share namespaces [ipc] with the host",
+    );
+}
+
+#[test]
+fn restricted_mounts_are_refused_after_resolution_and_audited() {
+    let bind = |src: &str| format!("type=bind,src={src},dst=/x,options=rbind:ro");
+    std::fs::create_dir_all("/etc/containerd").unwrap();
+    let id = name("restricted");
+    refused(
+        &id,
+        &["--mount", &bind("/etc/containerd")],
+        "can't mount /etc/containerd because it's configured as a restricted host mount",
+    );
+    let audit =
+        std::fs::read_to_string("/var/log/containerd-shim-eci/audit.jsonl").unwrap_or_default();
+    let line = audit
+        .lines()
+        .find(|l| l.contains(&id))
+        .expect("audit line for the refusal");
+    let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(entry["rule"], "restricted-mount");
+    assert!(entry["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+    // A parent of a restricted path, a symlink to one, and `..` tricks.
+    refused(
+        &name("parent"),
+        &["--mount", &bind("/etc")],
+        "can't mount /etc because it's configured as a restricted host mount",
+    );
+    let link = std::env::temp_dir().join(name("link"));
+    std::os::unix::fs::symlink("/etc/containerd", &link).unwrap();
+    refused(
+        &name("symlink"),
+        &["--mount", &bind(link.to_str().unwrap())],
+        "restricted host mount",
+    );
+    let _ = std::fs::remove_file(&link);
+    refused(
+        &name("dotdot"),
+        &["--mount", &bind("/tmp/../etc/containerd")],
+        "restricted host mount",
+    );
+    // The engine's own address.
+    refused(
+        &name("sock"),
+        &["--mount", &bind(&env().address)],
+        "restricted host mount",
+    );
+}
+
+#[test]
+fn joining_another_containers_network_shares_its_user_namespace() {
+    let a = name("netowner");
+    run_detached(&a, &[], &["sleep", "60"]);
+    let pid = ctr(&["task", "ls"])
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{a} ")))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<i32>().ok())
+        .expect("pid of a");
+    let b = name("netjoiner");
+    let r = run(
+        &b,
+        &["--with-ns", &format!("network:/proc/{pid}/ns/net")],
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; readlink /proc/self/ns/net",
+        ],
+    );
+    let ma = ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "m",
+        &a,
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; readlink /proc/self/ns/net",
+    ]);
+    remove(&a);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout, ma.stdout,
+        "b must see a's user and network namespaces"
+    );
+    assert!(leftovers(&b).is_empty(), "{:?}", leftovers(&b));
+}
+
+#[test]
+fn privileged_containers_run_but_stay_contained() {
+    let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let script = "cat /proc/self/uid_map; \
+        mkdir -p /mnt/t && mount -t tmpfs t /mnt/t && echo tmpfs-ok; \
+        mknod /tmp/sda b 8 0 2>/dev/null && echo mknod-ok; \
+        echo '|/tmp/evil' > /proc/sys/kernel/core_pattern 2>/dev/null && echo core-ok; \
+        echo c > /proc/sysrq-trigger 2>/dev/null && echo sysrq-ok; \
+        ls /dev/sda /dev/mem /dev/kmsg /dev/vda 2>/dev/null; \
+        mkdir -p /mnt/cg && mount -t cgroup -o memory cg /mnt/cg 2>/dev/null && echo x > /mnt/cg/release_agent 2>/dev/null && echo release-ok; \
+        hostname pwned && echo hostname-ok";
+    let r = run(&name("priv"), &["--privileged"], &["sh", "-c", script]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (_, host, _) = parse_uid_map(r.stdout.lines().next().unwrap()).expect("uid_map");
+    assert!(host >= 100_000);
+    assert!(
+        r.stdout.contains("tmpfs-ok"),
+        "privileged container cannot mount tmpfs: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("hostname-ok"),
+        "its own uts namespace: {}",
+        r.stdout
+    );
+    for bad in [
+        "mknod-ok",
+        "core-ok",
+        "sysrq-ok",
+        "release-ok",
+        "/dev/sda",
+        "/dev/mem",
+        "/dev/kmsg",
+        "/dev/vda",
+    ] {
+        assert!(!r.stdout.contains(bad), "{bad} in {}", r.stdout);
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
+        core_pattern
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        hostname
+    );
+}
+
+#[test]
+fn read_only_bind_mounts_stay_read_only() {
+    let dir = std::env::temp_dir().join(name("ro"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f"), "original").unwrap();
+    let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", dir.display());
+    let script = "echo 1 > /data/f 2>/dev/null && echo BAD_WRITE; \
+        mount -o remount,rw,bind /data 2>/dev/null && echo BAD_REMOUNT; \
+        mount -o remount,rw /data 2>/dev/null && echo BAD_REMOUNT2; \
+        mkdir -p /m2 && mount --bind /data /m2 && echo bind-ok; \
+        mount -o remount,rw,bind /m2 2>/dev/null && echo BAD_BIND_REMOUNT; \
+        echo 2 > /m2/f 2>/dev/null && echo BAD_WRITE2; \
+        mkdir -p /r && mount -t tmpfs t /r && mount -o remount,ro /r /r && echo own-remount-ok";
+    let r = run(
+        &name("ro"),
+        &["--privileged", "--mount", &mount],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for bad in [
+        "BAD_WRITE",
+        "BAD_REMOUNT",
+        "BAD_REMOUNT2",
+        "BAD_BIND_REMOUNT",
+        "BAD_WRITE2",
+    ] {
+        assert!(!r.stdout.contains(bad), "{bad}: {}", r.stdout);
+    }
+    assert!(
+        r.stdout.contains("bind-ok") && r.stdout.contains("own-remount-ok"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("f")).unwrap(), "original");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn policy_file(label: &str, text: &str) -> PathBuf {
+    let p = Path::new("/etc/containerd-shim-eci").join(format!("test-{}.toml", name(label)));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn policy_file_typos_refuse_every_container_and_additions_apply() {
+    let bad = policy_file("typo", "restricted_mount = [\"/srv\"]\n");
+    let id = name("typo");
+    refused(
+        &id,
+        &["--runtime-config-path", bad.to_str().unwrap()],
+        "restricted_mount",
+    );
+    let r = run(
+        &name("typo2"),
+        &["--runtime-config-path", bad.to_str().unwrap()],
+        &["true"],
+    );
+    assert!(r.stderr.contains("line 1"), "{}", r.stderr);
+
+    let extra = std::env::temp_dir().join(name("secret"));
+    std::fs::create_dir_all(&extra).unwrap();
+    let good = policy_file(
+        "extra",
+        &format!("restricted_mounts = [\"{}\"]\n", extra.display()),
+    );
+    let mount = format!("type=bind,src={},dst=/x,options=rbind:ro", extra.display());
+    refused(
+        &name("extra"),
+        &[
+            "--runtime-config-path",
+            good.to_str().unwrap(),
+            "--mount",
+            &mount,
+        ],
+        "configured as a restricted host mount",
+    );
+    // The shipped default does not restrict it.
+    let r = run(&name("noextra"), &["--mount", &mount], &["true"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for p in [bad, good] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn enforcement_makes_the_runc_runtime_name_run_under_eci() {
+    let e = env();
+    let root = Path::new(&e.address).parent().unwrap().to_path_buf();
+    let bin = repo().join("target/release/containerd-shim-eci-v2");
+    let enforce_dir = root.join("enforce");
+    let path = format!("{}:{}", enforce_dir.display(), root.join("bin").display());
+    let shim = |args: &[&str]| {
+        Run::from(
+            Command::new(&bin)
+                .arg("enforce")
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+
+    assert_eq!(shim(&["status", "--path", &path]).code, 1);
+    let install = shim(&["install", "--bin-dir", enforce_dir.to_str().unwrap()]);
+    assert_eq!(install.code, 0, "{}", install.stderr);
+    let status = shim(&["status", "--path", &path]);
+    let id = name("enforced");
+    let r = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.runc.v2",
+        "--runc-binary",
+        "runc",
+        &e.image,
+        &id,
+        "cat",
+        "/proc/self/uid_map",
+    ]);
+    let uninstall = shim(&["uninstall", "--bin-dir", enforce_dir.to_str().unwrap()]);
+    assert_eq!(status.code, 0, "{}", status.stdout);
+    assert!(
+        status.stdout.contains("enforcement active"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (_, host, _) = parse_uid_map(&r.stdout).expect("uid_map");
+    assert!(
+        host >= 100_000,
+        "runc runtime name was not enforced: {}",
+        r.stdout
+    );
+    assert_eq!(uninstall.code, 0, "{}", uninstall.stderr);
+    assert_eq!(shim(&["status", "--path", &path]).code, 1);
+    let _ = wait_until(Duration::from_secs(1), || false);
+}
