@@ -39,6 +39,10 @@ pub struct CreateRequest {
     pub containerd_address: Option<PathBuf>,
     pub shim_pid: i32,
     pub base: PathBuf,
+    /// Files the shim serves (its /proc and /sys emulation), bound over their targets after
+    /// the spec's own mounts: (source on the host, target in the container, writable).
+    #[serde(default)]
+    pub emulated: Vec<(PathBuf, PathBuf, bool)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,6 +239,26 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         undo.staged.push(at.clone());
         m.set_source(Some(at));
     }
+    for (source, target, writable) in &req.emulated {
+        let mut options = vec![
+            "rbind".to_string(),
+            "nosuid".into(),
+            "nodev".into(),
+            "noexec".into(),
+        ];
+        if !writable {
+            options.push("ro".into());
+        }
+        mounts.push(
+            libcontainer::oci_spec::runtime::MountBuilder::default()
+                .destination(target)
+                .typ("bind")
+                .source(source)
+                .options(options)
+                .build()
+                .map_err(|e| CreateError::Libcontainer(e.to_string()))?,
+        );
+    }
     spec.set_mounts(Some(mounts));
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_path(rootfs);
@@ -381,7 +405,12 @@ fn gather_facts(
     spec: &Spec,
     policy: &Policy,
 ) -> (HostFacts, std::collections::HashMap<PathBuf, OwnedFd>) {
-    let mut facts = HostFacts::default();
+    let mut facts = HostFacts {
+        host_boottime_secs: nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .ok()
+            .map(|t| t.tv_sec()),
+        ..HostFacts::default()
+    };
     for (typ, name) in [
         (Ns::Pid, "pid"),
         (Ns::Network, "net"),

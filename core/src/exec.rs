@@ -43,6 +43,7 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("time", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
 ];
 
 fn other(what: impl std::fmt::Display) -> CreateError {

@@ -43,6 +43,10 @@ impl Layout {
     pub fn rootfs(&self, namespace: &str, id: &str) -> PathBuf {
         self.base.join("rootfs").join(namespace).join(id)
     }
+    /// The container's /proc and /sys emulation (a FUSE mount served by its shim).
+    pub fn emulation(&self, namespace: &str, id: &str) -> PathBuf {
+        self.base.join("emu").join(namespace).join(id)
+    }
     pub fn leases(&self) -> PathBuf {
         self.base.join("leases")
     }

@@ -142,6 +142,10 @@ impl Handle<'_> {
         }
         let _ = std::fs::remove_dir_all(staging);
         let _ = std::fs::remove_dir_all(self.layout.private_bundle(self.namespace, self.id));
+        // The emulation is the shim's; after a crash its FUSE mount is left without a server.
+        let emulation = self.layout.emulation(self.namespace, self.id);
+        let _ = umount2(&emulation, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&emulation);
         let rootfs = self.layout.rootfs(self.namespace, self.id);
         unmount_all(&rootfs);
         let _ = std::fs::remove_dir(&rootfs);

@@ -1,1 +1,12 @@
+//! The per-container workers that live in the shim for a task's lifetime.
+//!
+//! [`procfs`]: a FUSE file system, one per container, served by a thread of the shim and bound
+//! over single files of the container's /proc and /sys: uptime counted from the container's
+//! start, no host swap, the container's own values of host-wide /proc/sys knobs, and — past
+//! Sysbox — memory and CPU views derived from the container's cgroup.
 
+pub mod cgroup;
+pub mod procfs;
+pub mod render;
+
+pub use procfs::{Emulation, EMULATED};

@@ -56,6 +56,9 @@ pub struct HostFacts {
     /// Restricted paths that are engine sockets, excepted for images the policy trusts.
     pub engine_sockets: Vec<ResolvedPath>,
     pub image: Option<ImageRef>,
+    /// Seconds the host has been up (CLOCK_BOOTTIME), so that a new time namespace can start
+    /// the container's boot clock near zero.
+    pub host_boottime_secs: Option<i64>,
 }
 
 impl HostFacts {

@@ -73,9 +73,40 @@ pub(crate) fn harden(spec: &mut Spec, facts: &HostFacts, block: IdBlock) -> Resu
             .set_gid_mappings(Some(mapping));
     }
     namespaces.insert(0, user);
+    if joined_user_ns.is_none() {
+        private_boot_clock(&mut linux, &mut namespaces, facts);
+    }
     linux.set_namespaces(Some(namespaces));
     spec.set_linux(Some(linux));
     Ok(joined_user_ns.is_some())
+}
+
+/// A time namespace whose boot clock starts at the container's creation: uptime(1), sysinfo(2)
+/// and CLOCK_BOOTTIME report the container's uptime, not the host's.
+fn private_boot_clock(
+    linux: &mut oci_spec::runtime::Linux,
+    namespaces: &mut Vec<LinuxNamespace>,
+    facts: &HostFacts,
+) {
+    let Some(host_secs) = facts.host_boottime_secs else {
+        return;
+    };
+    if namespaces
+        .iter()
+        .any(|n| n.typ() == Ns::Time && n.path().is_some())
+    {
+        return;
+    }
+    if !namespaces.iter().any(|n| n.typ() == Ns::Time) {
+        namespaces.push(private(Ns::Time));
+    }
+    let mut offsets = linux.time_offsets().clone().unwrap_or_default();
+    offsets.entry("boottime".to_string()).or_insert_with(|| {
+        let mut offset = oci_spec::runtime::LinuxTimeOffset::default();
+        offset.set_secs(Some(-host_secs));
+        offset
+    });
+    linux.set_time_offsets(Some(offsets));
 }
 
 fn private(typ: Ns) -> LinuxNamespace {
@@ -173,6 +204,25 @@ mod tests {
             (0, 165_536, 65_536)
         );
         assert_eq!(linux.gid_mappings(), linux.uid_mappings());
+    }
+
+    #[test]
+    fn boot_clock_starts_at_create() {
+        let mut spec = ctr_spec();
+        let mut f = facts();
+        f.host_boottime_secs = Some(7_000);
+        harden(&mut spec, &f, block()).unwrap();
+        assert!(ns_of(&spec)
+            .iter()
+            .any(|n| n.typ() == Ns::Time && n.path().is_none()));
+        let offsets = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .time_offsets()
+            .clone()
+            .unwrap();
+        assert_eq!(offsets["boottime"].secs(), Some(-7_000));
     }
 
     #[test]

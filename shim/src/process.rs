@@ -74,6 +74,8 @@ pub struct Container {
     pub block: u32,
     pub init: Process,
     pub execs: HashMap<String, Process>,
+    /// The container's /proc and /sys emulation, served for the task's lifetime.
+    pub emulation: Option<eci_emulation::Emulation>,
 }
 
 impl Container {

@@ -256,6 +256,7 @@ impl Task for TaskService {
                 format!("container {} already exists", req.id),
             ));
         }
+        let emulation = self.start_emulation(&req.id, &req.bundle).await?;
         let console = self.console_for(&req.id, "", req.terminal).await?;
         let stdin = if req.terminal {
             None
@@ -287,6 +288,7 @@ impl Task for TaskService {
             containerd_address: Some(PathBuf::from(&self.containerd_address)),
             shim_pid: std::process::id() as i32,
             base: self.layout.base().to_path_buf(),
+            emulated: emulation.binds(),
         });
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -312,6 +314,7 @@ impl Task for TaskService {
             init.console = Some(master);
             init.io_done = Some(rx);
         }
+        emulation.set_owner(block);
         self.containers.lock().await.insert(
             req.id.clone(),
             Container {
@@ -320,6 +323,7 @@ impl Task for TaskService {
                 block,
                 init,
                 execs: HashMap::new(),
+                emulation: Some(emulation),
             },
         );
         self.register_pid(&req.id, "", pid).await;
@@ -613,13 +617,15 @@ impl Task for TaskService {
         })
         .await
         .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
-        let c = self
+        let mut c = self
             .containers
             .lock()
             .await
             .remove(&req.id)
             .ok_or_else(|| not_found(&req.id))?;
         release_stdin(&c.init.stdio.stdin);
+        // Unmounts the emulation; the container's processes, its only users, are gone.
+        drop(c.emulation.take());
         let exit = c.init.exited().unwrap_or(Exit {
             code: 137,
             at: now(),
@@ -844,6 +850,26 @@ impl Task for TaskService {
 }
 
 impl TaskService {
+    /// Mount the container's /proc and /sys emulation before the container exists, so that
+    /// libcontainer can bind its files.
+    async fn start_emulation(&self, id: &str, bundle: &str) -> TResult<eci_emulation::Emulation> {
+        let dir = self.layout.emulation(&self.namespace, id);
+        let cgroups_path = read_cgroups_path(std::path::Path::new(bundle))
+            .unwrap_or_else(|| PathBuf::from(format!("/{}/{id}", self.namespace)));
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            eci_emulation::Emulation::start(&dir, &cgroups_path, &id)
+        })
+        .await
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+        .map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("eci: cannot start the /proc and /sys emulation: {e}"),
+            )
+        })
+    }
+
     async fn freeze(&self, id: &str, frozen: bool) -> TResult<()> {
         let (layout, ns, cid) = (self.layout.clone(), self.namespace.clone(), id.to_string());
         tokio::task::spawn_blocking(move || {
@@ -870,4 +896,14 @@ impl TaskService {
         }
         Ok(())
     }
+}
+
+/// linux.cgroupsPath of the bundle's spec, read loosely: a malformed spec is reported by create.
+fn read_cgroups_path(bundle: &std::path::Path) -> Option<PathBuf> {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
+    spec.get("linux")?
+        .get("cgroupsPath")?
+        .as_str()
+        .map(PathBuf::from)
 }

@@ -1,0 +1,149 @@
+//! The container's limits, read from its cgroup (v1 or v2) each time a view is rendered.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct CgroupView {
+    /// The container's cgroupsPath, e.g. `/default/c1`.
+    path: PathBuf,
+    root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Memory limit in bytes, if any.
+    pub memory_limit: Option<u64>,
+    pub memory_usage: u64,
+    /// Page cache charged to the container.
+    pub memory_cache: u64,
+    /// CPUs the container may use (cpuset and quota), at least 1.
+    pub cpus: Option<u32>,
+}
+
+fn read(p: PathBuf) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Count the CPUs in a cpuset list like `0-3,8`.
+pub fn count_cpuset(list: &str) -> u32 {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => {
+                b.trim()
+                    .parse::<u32>()
+                    .unwrap_or(0)
+                    .saturating_sub(a.trim().parse().unwrap_or(0))
+                    + 1
+            }
+            None => 1,
+        })
+        .sum()
+}
+
+impl CgroupView {
+    pub fn new(cgroups_path: &Path) -> Self {
+        CgroupView {
+            path: cgroups_path
+                .strip_prefix("/")
+                .unwrap_or(cgroups_path)
+                .to_path_buf(),
+            root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+
+    fn v1(&self, controller: &str, file: &str) -> Option<String> {
+        read(self.root.join(controller).join(&self.path).join(file))
+    }
+
+    fn v2(&self, file: &str) -> Option<String> {
+        read(self.root.join(&self.path).join(file))
+            .or_else(|| read(self.root.join("unified").join(&self.path).join(file)))
+    }
+
+    pub fn limits(&self) -> Limits {
+        let mut l = Limits::default();
+        if let Some(limit) = self.v1("memory", "memory.limit_in_bytes") {
+            // v1 reports "no limit" as a huge page-aligned number.
+            l.memory_limit = limit.parse::<u64>().ok().filter(|v| *v < (1 << 62));
+            l.memory_usage = self
+                .v1("memory", "memory.usage_in_bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            l.memory_cache = stat_field(self.v1("memory", "memory.stat").as_deref(), "total_cache");
+        } else {
+            l.memory_limit = self.v2("memory.max").and_then(|v| v.parse().ok());
+            l.memory_usage = self
+                .v2("memory.current")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            l.memory_cache = stat_field(self.v2("memory.stat").as_deref(), "file");
+        }
+        let cpuset = self
+            .v1("cpuset", "cpuset.cpus")
+            .or_else(|| self.v2("cpuset.cpus.effective"))
+            .map(|s| count_cpuset(&s))
+            .filter(|n| *n > 0);
+        let quota = match (
+            self.v1("cpu", "cpu.cfs_quota_us"),
+            self.v1("cpu", "cpu.cfs_period_us"),
+        ) {
+            (Some(q), Some(p)) => quota_cpus(&q, &p),
+            _ => self.v2("cpu.max").and_then(|m| {
+                let (q, p) = m.split_once(' ')?;
+                quota_cpus(q, p)
+            }),
+        };
+        l.cpus = match (cpuset, quota) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        l
+    }
+}
+
+fn quota_cpus(quota: &str, period: &str) -> Option<u32> {
+    let q: i64 = quota.parse().ok()?;
+    let p: i64 = period.parse().ok()?;
+    (q > 0 && p > 0).then(|| ((q + p - 1) / p).max(1) as u32)
+}
+
+fn stat_field(stat: Option<&str>, key: &str) -> u64 {
+    stat.into_iter()
+        .flat_map(str::lines)
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl CgroupView {
+    /// Number of processes in the container's cgroup.
+    pub fn tasks(&self) -> usize {
+        let procs = self
+            .v1("pids", "cgroup.procs")
+            .or_else(|| self.v2("cgroup.procs"))
+            .unwrap_or_default();
+        procs.lines().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpusets_and_quotas() {
+        assert_eq!(count_cpuset("0-3,8"), 5);
+        assert_eq!(count_cpuset("1"), 1);
+        assert_eq!(count_cpuset(""), 0);
+        assert_eq!(quota_cpus("100000", "100000"), Some(1));
+        assert_eq!(quota_cpus("150000", "100000"), Some(2));
+        assert_eq!(quota_cpus("-1", "100000"), None);
+        assert_eq!(quota_cpus("max", "100000"), None);
+        assert_eq!(
+            stat_field(Some("cache 5\ntotal_cache 7\n"), "total_cache"),
+            7
+        );
+    }
+}

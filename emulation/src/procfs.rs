@@ -1,0 +1,473 @@
+//! One FUSE file system per container, served by a thread of the shim, whose files are bound
+//! over single files of the container's /proc and /sys. No daemon, no process per access.
+
+use crate::cgroup::CgroupView;
+use crate::render;
+use fuser::{
+    BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, SessionACL, WriteFlags,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Uptime,
+    Swaps,
+    Meminfo,
+    Cpuinfo,
+    Stat,
+    Loadavg,
+    CpuOnline,
+    /// A host-wide knob: reads the host's value until the container writes its own.
+    Knob,
+    /// A per-container identity (dmi product_uuid).
+    Uuid,
+}
+
+pub struct Emulated {
+    /// Where it is bound in the container.
+    pub target: &'static str,
+    pub kind: Kind,
+}
+
+const fn e(target: &'static str, kind: Kind) -> Emulated {
+    Emulated { target, kind }
+}
+
+/// Every emulated file. Knobs and sysfs files are bound only where the host has them.
+pub const EMULATED: &[Emulated] = &[
+    e("/proc/uptime", Kind::Uptime),
+    e("/proc/swaps", Kind::Swaps),
+    e("/proc/meminfo", Kind::Meminfo),
+    e("/proc/cpuinfo", Kind::Cpuinfo),
+    e("/proc/stat", Kind::Stat),
+    e("/proc/loadavg", Kind::Loadavg),
+    e("/sys/devices/system/cpu/online", Kind::CpuOnline),
+    e("/proc/sys/kernel/panic", Kind::Knob),
+    e("/proc/sys/kernel/panic_on_oops", Kind::Knob),
+    e("/proc/sys/kernel/printk", Kind::Knob),
+    e("/proc/sys/kernel/sysrq", Kind::Knob),
+    e("/proc/sys/kernel/kptr_restrict", Kind::Knob),
+    e("/proc/sys/kernel/dmesg_restrict", Kind::Knob),
+    e("/proc/sys/kernel/pid_max", Kind::Knob),
+    e("/proc/sys/vm/overcommit_memory", Kind::Knob),
+    e("/proc/sys/vm/mmap_min_addr", Kind::Knob),
+    e("/proc/sys/fs/file-max", Kind::Knob),
+    e("/proc/sys/fs/nr_open", Kind::Knob),
+    e("/proc/sys/fs/protected_hardlinks", Kind::Knob),
+    e("/proc/sys/fs/protected_symlinks", Kind::Knob),
+    e("/proc/sys/net/netfilter/nf_conntrack_max", Kind::Knob),
+    e("/sys/module/nf_conntrack/parameters/hashsize", Kind::Knob),
+    e("/sys/kernel/mm/transparent_hugepage/enabled", Kind::Knob),
+    e("/sys/kernel/mm/transparent_hugepage/defrag", Kind::Knob),
+    e("/sys/devices/virtual/dmi/id/product_uuid", Kind::Uuid),
+];
+
+/// Attributes are never cached: with `default_permissions` the kernel then asks for them on
+/// every open, which resets the size below (see [`REPORTED_SIZE`]).
+const TTL: Duration = Duration::ZERO;
+/// The size files report. Reads are direct I/O and end where the content ends, but
+/// sendfile(2) (busybox `cat`) splices through the page cache, which stops at i_size: a size of
+/// 0, as procfs reports, would read as empty. FUSE shrinks i_size to the real end after a short
+/// page read, and the next open's attribute refresh restores it.
+const REPORTED_SIZE: u64 = 1 << 20;
+const ROOT: u64 = 1;
+
+fn ino_of(index: usize) -> u64 {
+    index as u64 + 2
+}
+
+fn entry_of(ino: INodeNo) -> Option<(usize, &'static Emulated)> {
+    let index = usize::try_from(ino.0.checked_sub(2)?).ok()?;
+    EMULATED.get(index).map(|e| (index, e))
+}
+
+fn file_name(e: &Emulated) -> String {
+    e.target.trim_start_matches('/').replace('/', "_")
+}
+
+fn boottime() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+struct Fs {
+    started: Duration,
+    cgroup: CgroupView,
+    /// Host ID of the container's root, so that files appear as root's inside.
+    owner: Arc<AtomicU32>,
+    host_cpus: u32,
+    uuid: String,
+    knobs: Mutex<HashMap<usize, Vec<u8>>>,
+}
+
+impl Fs {
+    fn attr(&self, ino: u64) -> FileAttr {
+        let (kind, perm) = match entry_of(INodeNo(ino)) {
+            None => (FileType::Directory, 0o555),
+            Some((_, e)) if e.kind == Kind::Knob => (FileType::RegularFile, 0o644),
+            Some(_) => (FileType::RegularFile, 0o444),
+        };
+        let owner = self.owner.load(Ordering::Relaxed);
+        let now = SystemTime::now();
+        FileAttr {
+            ino: INodeNo(ino),
+            size: if kind == FileType::RegularFile {
+                REPORTED_SIZE
+            } else {
+                0
+            },
+            blocks: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: UNIX_EPOCH,
+            kind,
+            perm,
+            nlink: 1,
+            uid: owner,
+            gid: owner,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn cpus(&self, limits: &crate::cgroup::Limits) -> u32 {
+        limits
+            .cpus
+            .unwrap_or(self.host_cpus)
+            .clamp(1, self.host_cpus.max(1))
+    }
+
+    fn render(&self, index: usize, e: &Emulated) -> Vec<u8> {
+        let host = || std::fs::read_to_string(e.target).unwrap_or_default();
+        match e.kind {
+            Kind::Uptime => {
+                render::uptime(boottime().saturating_sub(self.started).as_secs_f64()).into_bytes()
+            }
+            Kind::Swaps => render::swaps().into_bytes(),
+            Kind::Meminfo => render::meminfo(&host(), &self.cgroup.limits()).into_bytes(),
+            Kind::Cpuinfo => {
+                render::cpuinfo(&host(), self.cpus(&self.cgroup.limits())).into_bytes()
+            }
+            Kind::Stat => render::stat(&host(), self.cpus(&self.cgroup.limits())).into_bytes(),
+            Kind::Loadavg => {
+                let tasks = self.cgroup.tasks();
+                render::loadavg(1, tasks).into_bytes()
+            }
+            Kind::CpuOnline => render::cpu_online(self.cpus(&self.cgroup.limits())).into_bytes(),
+            Kind::Uuid => format!("{}\n", self.uuid).into_bytes(),
+            Kind::Knob => {
+                let knobs = self.knobs.lock().expect("knobs lock");
+                knobs
+                    .get(&index)
+                    .cloned()
+                    .unwrap_or_else(|| host().into_bytes())
+            }
+        }
+    }
+
+    /// The kernel already checked the mode bits (`default_permissions`); this keeps writes to
+    /// the container's root and host root even if those bits change.
+    fn may_write(&self, req: &Request) -> bool {
+        let uid = req.uid();
+        uid == 0 || uid == self.owner.load(Ordering::Relaxed)
+    }
+}
+
+/// A knob written with one word of a `a [b] c` choice list shows that word selected.
+fn store_knob(current: &str, written: &[u8]) -> Vec<u8> {
+    let word = String::from_utf8_lossy(written).trim().to_string();
+    if current.contains('[') {
+        let choices: Vec<&str> = current
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c| c == '[' || c == ']'))
+            .collect();
+        if choices.contains(&word.as_str()) {
+            let line: Vec<String> = choices
+                .iter()
+                .map(|c| {
+                    if *c == word {
+                        format!("[{c}]")
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            return format!("{}\n", line.join(" ")).into_bytes();
+        }
+    }
+    format!("{word}\n").into_bytes()
+}
+
+impl Filesystem for Fs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent.0 != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        match EMULATED
+            .iter()
+            .position(|e| OsStr::new(&file_name(e)) == name)
+        {
+            Some(i) => reply.entry(&TTL, &self.attr(ino_of(i)), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if ino.0 == ROOT || entry_of(ino).is_some() {
+            reply.attr(&TTL, &self.attr(ino.0));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // Only truncation (O_TRUNC of `echo v > knob`) is accepted, and it changes nothing:
+        // the following write replaces the value whole.
+        match entry_of(ino) {
+            Some((_, e)) if e.kind == Kind::Knob && size == Some(0) && self.may_write(req) => {
+                reply.attr(&TTL, &self.attr(ino.0))
+            }
+            _ => reply.error(Errno::EACCES),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some((_, e)) = entry_of(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        if writing && (e.kind != Kind::Knob || !self.may_write(req)) {
+            return reply.error(Errno::EACCES);
+        }
+        // Contents change on every read: no page cache (and, without FOPEN_KEEP_CACHE, what a
+        // splice left there is dropped at the next open).
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some((index, e)) = entry_of(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let data = self.render(index, e);
+        let start = (offset as usize).min(data.len());
+        let end = (start + size as usize).min(data.len());
+        reply.data(&data[start..end]);
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match entry_of(ino) {
+            Some((index, e)) if e.kind == Kind::Knob && self.may_write(req) => {
+                let current = String::from_utf8_lossy(&self.render(index, e)).into_owned();
+                self.knobs
+                    .lock()
+                    .expect("knobs lock")
+                    .insert(index, store_knob(&current, data));
+                reply.written(data.len() as u32);
+            }
+            _ => reply.error(Errno::EACCES),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // ENOSYS once, and the kernel stops sending flushes: one round trip less per close.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino.0 != ROOT {
+            return reply.error(Errno::ENOTDIR);
+        }
+        for (i, e) in EMULATED.iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(ino_of(i)),
+                i as u64 + 1,
+                FileType::RegularFile,
+                file_name(e),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+/// A container's emulation: the FUSE mount and the thread serving it. Dropping it unmounts.
+pub struct Emulation {
+    dir: PathBuf,
+    owner: Arc<AtomicU32>,
+    _session: BackgroundSession,
+}
+
+impl Emulation {
+    /// Mount the container's emulation at `dir`. `cgroups_path` is the spec's
+    /// linux.cgroupsPath; `id` seeds the per-container identity files.
+    pub fn start(dir: &Path, cgroups_path: &Path, id: &str) -> std::io::Result<Emulation> {
+        std::fs::create_dir_all(dir)?;
+        let owner = Arc::new(AtomicU32::new(0));
+        let fs = Fs {
+            started: boottime(),
+            cgroup: CgroupView::new(cgroups_path),
+            owner: owner.clone(),
+            host_cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            uuid: uuid_for(id),
+            knobs: Mutex::new(HashMap::new()),
+        };
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::FSName("eci-emulation".into()),
+            MountOption::Subtype("eci".into()),
+            MountOption::NoSuid,
+            MountOption::NoDev,
+            MountOption::NoExec,
+            MountOption::DefaultPermissions,
+        ];
+        config.acl = SessionACL::All;
+        let session = fuser::spawn_mount(fs, dir, &config)?;
+        Ok(Emulation {
+            dir: dir.to_path_buf(),
+            owner,
+            _session: session,
+        })
+    }
+
+    /// Files appear owned by this host ID (the container's root).
+    pub fn set_owner(&self, host_uid: u32) {
+        self.owner.store(host_uid, Ordering::Relaxed);
+    }
+
+    /// (source on the host, target in the container, writable) for every file the host has.
+    pub fn binds(&self) -> Vec<(PathBuf, PathBuf, bool)> {
+        EMULATED
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    Kind::Uptime
+                        | Kind::Swaps
+                        | Kind::Meminfo
+                        | Kind::Cpuinfo
+                        | Kind::Stat
+                        | Kind::Loadavg
+                ) || Path::new(e.target).exists()
+            })
+            .map(|e| {
+                (
+                    self.dir.join(file_name(e)),
+                    PathBuf::from(e.target),
+                    e.kind == Kind::Knob,
+                )
+            })
+            .collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A stable, container-specific UUID-shaped identity (not the host's).
+fn uuid_for(id: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut parts = [0u64; 2];
+    for (i, p) in parts.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (id, i, std::process::id()).hash(&mut h);
+        *p = h.finish();
+    }
+    let hex = format!("{:016x}{:016x}", parts[0], parts[1]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choice_knobs_keep_their_format() {
+        assert_eq!(
+            store_knob("always [madvise] never\n", b"never\n"),
+            b"always madvise [never]\n"
+        );
+        assert_eq!(store_knob("1\n", b"0\n"), b"0\n");
+        assert_eq!(store_knob("always [madvise] never\n", b"bogus"), b"bogus\n");
+    }
+
+    #[test]
+    fn names_are_flat_and_unique() {
+        let names: std::collections::BTreeSet<_> = EMULATED.iter().map(file_name).collect();
+        assert_eq!(names.len(), EMULATED.len());
+        assert!(names.contains("proc_uptime"));
+        assert_eq!(uuid_for("a").len(), 36);
+    }
+}
