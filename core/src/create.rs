@@ -43,12 +43,17 @@ pub struct CreateRequest {
     /// the spec's own mounts: (source on the host, target in the container, writable).
     #[serde(default)]
     pub emulated: Vec<(PathBuf, PathBuf, bool)>,
+    /// Where the shim's supervisor waits for the container's seccomp notify fd.
+    #[serde(default)]
+    pub seccomp_listener: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Created {
     pub pid: i32,
     pub block: u32,
+    /// Whether the container's seccomp profile hands syscalls to the shim's supervisor.
+    pub supervised: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +170,14 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         })?;
     }
     let mut spec = hardened.spec;
+    if let Some(listener) = &req.seccomp_listener {
+        eci_policy::seccomp::supervise(&mut spec, listener);
+    }
+    let supervised = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .is_some_and(|s| s.listener_path().is_some());
 
     let userns = IdmapUserNs::new(block).map_err(io("create user namespace for ID-mapping"))?;
 
@@ -303,6 +316,7 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     Ok(Created {
         pid,
         block: block.first,
+        supervised,
     })
 }
 

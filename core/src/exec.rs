@@ -31,6 +31,9 @@ pub struct ExecRequest {
     pub process: PathBuf,
     pub stdio: Stdio,
     pub base: PathBuf,
+    /// Where the shim's supervisor takes the exec'd process's seccomp notify fd.
+    #[serde(default)]
+    pub seccomp_listener: Option<PathBuf>,
 }
 
 /// Namespaces in the order they are joined: user first, so that joining the others is
@@ -110,6 +113,13 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
         },
     };
     let program = resolve_program(&process)?;
+    // Connected here, in the host's mount namespace; the process hands its notify fd over it.
+    let supervisor = match &req.seccomp_listener {
+        Some(path) => {
+            Some(UnixStream::connect(path).map_err(|e| other(format!("seccomp supervisor: {e}")))?)
+        }
+        None => None,
+    };
 
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(other)?;
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(other)?;
@@ -119,15 +129,14 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             drop(report_r);
             drop(go_w);
             let mut report = File::from(report_w);
-            let code = match join_and_spawn(
-                go_r,
-                &namespaces,
-                &spec,
-                &process,
-                &program,
+            let target = Target {
+                spec: &spec,
+                process: &process,
+                program: &program,
                 stdio,
-                &report,
-            ) {
+                supervisor,
+            };
+            let code = match join_and_spawn(go_r, &namespaces, target, &report) {
                 Ok(pid) => {
                     let _ = writeln!(report, "PID {pid}");
                     0
@@ -219,13 +228,19 @@ fn resolve_program(
 
 /// In the first child: wait until the parent put us in the cgroup, join the namespaces, and
 /// fork the process itself into the container's pid namespace.
+/// What the exec'd process becomes.
+struct Target<'a> {
+    spec: &'a Spec,
+    process: &'a Process,
+    program: &'a (CString, Vec<CString>, Vec<CString>),
+    stdio: ExecStdio,
+    supervisor: Option<UnixStream>,
+}
+
 fn join_and_spawn(
     go: OwnedFd,
     namespaces: &[(File, CloneFlags)],
-    spec: &Spec,
-    process: &Process,
-    program: &(CString, Vec<CString>, Vec<CString>),
-    stdio: ExecStdio,
+    target: Target,
     report: &File,
 ) -> Result<i32, String> {
     let mut byte = [0u8];
@@ -239,7 +254,7 @@ fn join_and_spawn(
     match unsafe { fork() }.map_err(|e| e.to_string())? {
         ForkResult::Parent { child } => Ok(child.as_raw()),
         ForkResult::Child => {
-            let e = become_process(spec, process, program, stdio);
+            let e = become_process(target);
             let mut report = report;
             let _ = writeln!(report, "ERR {e}");
             // SAFETY: leaving the forked child after a failed exec.
@@ -250,12 +265,14 @@ fn join_and_spawn(
 
 /// In the container: set up stdio, IDs, capabilities, limits and seccomp, then execve.
 /// Returns only on failure.
-fn become_process(
-    spec: &Spec,
-    process: &Process,
-    program: &(CString, Vec<CString>, Vec<CString>),
-    stdio: ExecStdio,
-) -> String {
+fn become_process(target: Target) -> String {
+    let Target {
+        spec,
+        process,
+        program,
+        stdio,
+        supervisor,
+    } = target;
     let result = (|| -> Result<(), String> {
         match stdio {
             ExecStdio::Plain {
@@ -284,6 +301,40 @@ fn become_process(
             }
         }
         let user = process.user();
+        let no_new_privs = process.no_new_privileges().unwrap_or(false);
+        // A filter needs no_new_privs or CAP_SYS_ADMIN: without no_new_privs it is loaded
+        // while the capabilities are still there, as runc does.
+        let mut supervisor = supervisor;
+        let mut load_seccomp = || -> Result<(), String> {
+            let supervisor = supervisor.take();
+            if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+                let notify = libcontainer::seccomp::initialize_seccomp(seccomp)
+                    .map_err(|e| format!("seccomp: {e}"))?;
+                if let Some(fd) = notify {
+                    // The listener fd goes to the supervisor and is closed here: a process that
+                    // kept it could answer its own trapped syscalls.
+                    let sent = supervisor.as_ref().map(|s| {
+                        sendmsg::<()>(
+                            s.as_raw_fd(),
+                            &[IoSlice::new(b"seccomp")],
+                            &[ControlMessage::ScmRights(&[fd])],
+                            MsgFlags::empty(),
+                            None,
+                        )
+                    });
+                    // SAFETY: closing the notify fd initialize_seccomp returned to us.
+                    unsafe { libc::close(fd) };
+                    if !matches!(sent, Some(Ok(_))) {
+                        return Err("seccomp: cannot hand the notify fd to the supervisor".into());
+                    }
+                }
+            }
+            drop(supervisor);
+            Ok(())
+        };
+        if !no_new_privs {
+            load_seccomp()?;
+        }
         // SAFETY: prctl(PR_SET_KEEPCAPS) has no pointer arguments.
         unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
         let groups: Vec<Gid> = user
@@ -316,9 +367,8 @@ fn become_process(
         }
         std::env::set_current_dir(process.cwd())
             .map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
-        if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            libcontainer::seccomp::initialize_seccomp(seccomp)
-                .map_err(|e| format!("seccomp: {e}"))?;
+        if no_new_privs {
+            load_seccomp()?;
         }
         Ok(())
     })();

@@ -4,9 +4,16 @@
 //! over single files of the container's /proc and /sys: uptime counted from the container's
 //! start, no host swap, the container's own values of host-wide /proc/sys knobs, and — past
 //! Sysbox — memory and CPU views derived from the container's cgroup.
+//!
+//! [`supervisor`]: the seccomp-notify supervisor for the mount family, with the [`agent`]
+//! process that performs allowed operations inside the container's namespaces.
 
+pub mod agent;
 pub mod cgroup;
+pub mod mountops;
 pub mod procfs;
 pub mod render;
+pub mod supervisor;
 
 pub use procfs::{Emulation, EMULATED};
+pub use supervisor::Supervisor;

@@ -10,6 +10,7 @@ mod idrange;
 mod mounts;
 mod namespaces;
 mod refusal;
+pub mod seccomp;
 
 pub use devices::SAFE_DEVICES;
 pub use facts::{FileId, HostFacts, ImageRef, ResolvedPath};

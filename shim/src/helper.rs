@@ -10,6 +10,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 
 pub const HELPER_ARG: &str = "helper";
+/// The mount agent's sub-command (see `eci_emulation::agent`).
+pub const AGENT_ARG: &str = "agent";
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -21,8 +23,14 @@ pub enum Request {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
-    Created { pid: i32, block: u32 },
-    Execed { pid: i32 },
+    Created {
+        pid: i32,
+        block: u32,
+        supervised: bool,
+    },
+    Execed {
+        pid: i32,
+    },
     Error(String),
 }
 
@@ -51,6 +59,7 @@ pub fn main(args: &[String]) -> i32 {
                 Ok(c) => Reply::Created {
                     pid: c.pid,
                     block: c.block,
+                    supervised: c.supervised,
                 },
                 Err(e) => Reply::Error(e.to_string()),
             },

@@ -23,6 +23,9 @@ fn main() {
         // Before any thread exists: libcontainer forks from here.
         std::process::exit(helper::main(&args[2..]));
     }
+    if args.get(1).map(String::as_str) == Some(helper::AGENT_ARG) {
+        std::process::exit(eci_emulation::agent::main(&args[2..]));
+    }
     if args.get(1).map(String::as_str) == Some("enforce") {
         std::process::exit(enforce::main(&args[2..]));
     }

@@ -76,6 +76,8 @@ pub struct Container {
     pub execs: HashMap<String, Process>,
     /// The container's /proc and /sys emulation, served for the task's lifetime.
     pub emulation: Option<eci_emulation::Emulation>,
+    /// The container's mount supervisor (absent when its profile traps nothing).
+    pub supervisor: Option<std::sync::Arc<eci_emulation::Supervisor>>,
 }
 
 impl Container {

@@ -4,7 +4,7 @@
 use crate::helper::{self, Reply, Request};
 use crate::options::policy_from_options;
 use crate::process::{now, Container, Exit, Process, Status, StdioPaths};
-use crate::stdio::{copy_console, release_stdin, resize, stdin_pipe, ConsoleSocket};
+use crate::stdio::{copy_console, release_stdin, resize, stdin_pipe, FdSocket};
 use async_trait::async_trait;
 use containerd_shim::asynchronous::monitor::monitor_subscribe;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
@@ -128,13 +128,13 @@ impl TaskService {
         id: &str,
         exec_id: &str,
         terminal: bool,
-    ) -> TResult<Option<ConsoleSocket>> {
+    ) -> TResult<Option<FdSocket>> {
         if !terminal {
             return Ok(None);
         }
         let name = format!("{id}-{}", if exec_id.is_empty() { "init" } else { exec_id });
         let dir = self.layout.base().join("console");
-        ConsoleSocket::new(&dir, &name)
+        FdSocket::new(&dir, &name)
             .map(Some)
             .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))
     }
@@ -143,7 +143,7 @@ impl TaskService {
     async fn run_helper(
         &self,
         request: Request,
-        console: Option<ConsoleSocket>,
+        console: Option<FdSocket>,
         stdin: Option<std::os::fd::OwnedFd>,
     ) -> TResult<(Reply, Option<Arc<std::os::fd::OwnedFd>>)> {
         let receiver = console.map(|c| tokio::task::spawn_blocking(move || c.receive()));
@@ -258,6 +258,7 @@ impl Task for TaskService {
         }
         let emulation = self.start_emulation(&req.id, &req.bundle).await?;
         let console = self.console_for(&req.id, "", req.terminal).await?;
+        let notify = self.fd_socket(&req.id, "seccomp")?;
         let stdin = if req.terminal {
             None
         } else {
@@ -289,6 +290,7 @@ impl Task for TaskService {
             shim_pid: std::process::id() as i32,
             base: self.layout.base().to_path_buf(),
             emulated: emulation.binds(),
+            seccomp_listener: Some(notify.path.clone()),
         });
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -297,11 +299,31 @@ impl Task for TaskService {
             terminal: req.terminal,
         };
         let mut init = Process::new(stdio.clone());
+        let waker = notify.waker();
+        let notify = tokio::task::spawn_blocking(move || notify.receive());
         let (reply, master) = self.run_helper(request, console, stdin).await?;
-        let (pid, block) = match reply {
-            Reply::Created { pid, block } => (pid, block),
+        let (pid, block, supervisor) = match reply {
+            Reply::Created {
+                pid,
+                block,
+                supervised,
+            } => {
+                let supervisor = if supervised {
+                    let fd = notify
+                        .await
+                        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+                    let fd =
+                        fd.map_err(|e| err(Code::INTERNAL, format!("seccomp notify fd: {e}")))?;
+                    Some(self.start_supervisor(fd, pid, &emulation).await?)
+                } else {
+                    unblock(&waker);
+                    None
+                };
+                (pid, block, supervisor)
+            }
             Reply::Error(e) => {
                 release_stdin(&req.stdin);
+                unblock(&waker);
                 return Err(err(Code::FAILED_PRECONDITION, e));
             }
             Reply::Execed { .. } => {
@@ -324,6 +346,7 @@ impl Task for TaskService {
                 init,
                 execs: HashMap::new(),
                 emulation: Some(emulation),
+                supervisor: supervisor.map(Arc::new),
             },
         );
         self.register_pid(&req.id, "", pid).await;
@@ -420,6 +443,19 @@ impl Task for TaskService {
         let console = self
             .console_for(&req.id, &req.exec_id, stdio.terminal)
             .await?;
+        let supervisor = self
+            .containers
+            .lock()
+            .await
+            .get(&req.id)
+            .and_then(|c| c.supervisor.clone());
+        let notify = match &supervisor {
+            Some(_) => Some(self.fd_socket(&req.id, &format!("seccomp-{}", req.exec_id))?),
+            None => None,
+        };
+        let seccomp_listener = notify.as_ref().map(|n| n.path.clone());
+        let waker = notify.as_ref().map(|n| n.waker());
+        let notify = notify.map(|n| tokio::task::spawn_blocking(move || n.receive()));
         let stdin = if stdio.terminal {
             None
         } else {
@@ -438,8 +474,20 @@ impl Task for TaskService {
                 console_socket: console.as_ref().map(|c| c.path.clone()),
             },
             base: self.layout.base().to_path_buf(),
+            seccomp_listener,
         });
         let (reply, master) = self.run_helper(request, console, stdin).await?;
+        match (&reply, notify, &supervisor) {
+            (Reply::Execed { .. }, Some(notify), Some(supervisor)) => match notify.await {
+                Ok(Ok(fd)) => supervisor.add(fd),
+                _ => log::warn!("exec {}: no seccomp notify fd arrived", req.exec_id),
+            },
+            _ => {
+                if let Some(w) = &waker {
+                    unblock(w);
+                }
+            }
+        }
         let _ = tokio::fs::remove_file(&process_path).await;
         let pid = match reply {
             Reply::Execed { pid } => pid,
@@ -850,6 +898,54 @@ impl Task for TaskService {
 }
 
 impl TaskService {
+    fn fd_socket(&self, id: &str, what: &str) -> TResult<FdSocket> {
+        FdSocket::new(&self.layout.base().join("sockets"), &format!("{id}-{what}"))
+            .map_err(|e| err(Code::INTERNAL, format!("{what} socket: {e}")))
+    }
+
+    /// Start the container's mount supervisor: the agent inside its user namespace, and the
+    /// thread serving its notify fd.
+    async fn start_supervisor(
+        &self,
+        notify: std::os::fd::OwnedFd,
+        init: i32,
+        emulation: &eci_emulation::Emulation,
+    ) -> TResult<eci_emulation::Supervisor> {
+        let mut pinned: Vec<String> = PINNED.iter().map(|s| s.to_string()).collect();
+        pinned.extend(
+            emulation
+                .binds()
+                .into_iter()
+                .map(|(_, target, _)| target.display().to_string()),
+        );
+        tokio::task::spawn_blocking(move || -> std::io::Result<eci_emulation::Supervisor> {
+            let pinned: Vec<&str> = pinned.iter().map(String::as_str).collect();
+            let protected = eci_emulation::supervisor::measure(init, &pinned);
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            let exe = std::env::current_exe()?;
+            // Reaped by the shim's reaper like every child; it exits when `ours` closes.
+            std::process::Command::new(exe)
+                .arg(crate::helper::AGENT_ARG)
+                .arg(init.to_string())
+                .arg(serde_json::to_string(&protected).map_err(std::io::Error::other)?)
+                .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                    theirs,
+                )))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            eci_emulation::Supervisor::start(notify, ours)
+        })
+        .await
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+        .map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("eci: cannot start the mount supervisor: {e}"),
+            )
+        })
+    }
+
     /// Mount the container's /proc and /sys emulation before the container exists, so that
     /// libcontainer can bind its files.
     async fn start_emulation(&self, id: &str, bundle: &str) -> TResult<eci_emulation::Emulation> {
@@ -896,6 +992,30 @@ impl TaskService {
         }
         Ok(())
     }
+}
+
+/// Mounts that may never be unmounted or moved away (besides the emulated files): the root,
+/// /proc and /sys, and what the runtime masks.
+const PINNED: &[&str] = &[
+    "/",
+    "/proc",
+    "/sys",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Wake a socket waiting for an fd that will not come.
+fn unblock(path: &std::path::Path) {
+    let _ = std::os::unix::net::UnixStream::connect(path);
 }
 
 /// linux.cgroupsPath of the bundle's spec, read loosely: a malformed spec is reported by create.

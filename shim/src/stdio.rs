@@ -10,21 +10,28 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub struct ConsoleSocket {
+/// A unix socket that receives one fd: a terminal's pty master from libcontainer, or a seccomp
+/// notify fd from libcontainer or the exec helper.
+pub struct FdSocket {
     pub path: PathBuf,
     listener: UnixListener,
 }
 
-impl ConsoleSocket {
+impl FdSocket {
     pub fn new(dir: &Path, name: &str) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
-        Ok(ConsoleSocket { path, listener })
+        Ok(FdSocket { path, listener })
     }
 
-    /// Wait (blocking) for libcontainer to send the pty master.
+    /// A handle that can wake a `receive` that will get nothing (its sender failed).
+    pub fn waker(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// Wait (blocking) for the fd.
     pub fn receive(self) -> std::io::Result<OwnedFd> {
         let (stream, _) = self.listener.accept()?;
         let _ = std::fs::remove_file(&self.path);
@@ -51,7 +58,7 @@ impl ConsoleSocket {
     }
 }
 
-impl Drop for ConsoleSocket {
+impl Drop for FdSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }

@@ -1,0 +1,293 @@
+//! The mount agent: a small process (this binary, `agent` sub-command) inside the container's
+//! user namespace, which performs the mount operations the supervisor allowed, on behalf of the
+//! trapped process: in its mount namespace, under its root and working directory, with the
+//! supervisor's copies of its arguments. Each check resolves a path to an O_PATH fd and the
+//! operation then uses that same fd, so nothing can change between the check and the use.
+
+use crate::mountops::{MountKey, Op, Protected, Request, KEPT_FLAGS};
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, OFlag};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::sys::stat::{fstat, Mode};
+use std::ffi::CString;
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const AT_RECURSIVE: u32 = 0x8000;
+const MOVE_MOUNT_F_SYMLINKS: u32 = 0x1;
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+const MOVE_MOUNT_T_SYMLINKS: u32 = 0x10;
+const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+
+/// `containerd-shim-eci-v2 agent INIT_PID PROTECTED_JSON`, with the supervisor's socket as fd 0.
+pub fn main(args: &[String]) -> i32 {
+    let (Some(pid), Some(protected)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: agent INIT_PID PROTECTED_JSON");
+        return 2;
+    };
+    let Ok(protected) = serde_json::from_str::<Protected>(protected) else {
+        return 2;
+    };
+    // SAFETY: fd 0 is the socket the supervisor gave us and nothing else owns it.
+    let sock = unsafe { UnixStream::from_raw_fd(0) };
+    let host_proc = match open(
+        "/proc",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        // SAFETY: fresh fd from open.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Err(_) => return 1,
+    };
+    // Capabilities in the container's user namespace, never more.
+    let joined = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+        .map_err(|_| Errno::ESRCH)
+        .and_then(|f| setns(f.as_fd(), CloneFlags::CLONE_NEWUSER));
+    if joined.is_err() {
+        return 1;
+    }
+    serve(sock, &host_proc, &protected);
+    0
+}
+
+fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut cmsg = nix::cmsg_space!([RawFd; 5]);
+        let (len, fds) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let Ok(msg) = recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) else {
+                return;
+            };
+            let fds: Vec<OwnedFd> = msg
+                .cmsgs()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| match c {
+                    // SAFETY: the kernel installed these fds for us via SCM_RIGHTS.
+                    ControlMessageOwned::ScmRights(fds) => fds
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            (msg.bytes, fds)
+        };
+        if len == 0 {
+            return;
+        }
+        let errno = match serde_json::from_slice::<Request>(&buf[..len]) {
+            Ok(req) if fds.len() >= 3 => match perform(&req.op, &fds, host_proc, protected) {
+                Ok(()) => 0,
+                Err(e) => e as i32,
+            },
+            _ => Errno::EINVAL as i32,
+        };
+        if sock.write_all(&errno.to_ne_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn key(fd: &OwnedFd) -> Result<MountKey, Errno> {
+    let st = fstat(fd.as_raw_fd())?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+fn resolve(dirfd: RawFd, path: &str, follow: bool) -> Result<OwnedFd, Errno> {
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    if !follow {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    let fd = openat(Some(dirfd), path, flags, Mode::empty())?;
+    // SAFETY: fresh fd from openat.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A path naming `fd` that works whatever our root is: relative to the host's /proc.
+fn fd_path(host_proc: &OwnedFd, fd: &OwnedFd) -> Result<CString, Errno> {
+    nix::unistd::fchdir(host_proc.as_raw_fd())?;
+    CString::new(format!("self/fd/{}", fd.as_raw_fd())).map_err(|_| Errno::EINVAL)
+}
+
+fn cvt(ret: libc::c_long) -> Result<(), Errno> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// fds: [mount namespace, root, cwd, optional dirfds…] of the trapped process.
+fn perform(
+    op: &Op,
+    fds: &[OwnedFd],
+    host_proc: &OwnedFd,
+    protected: &Protected,
+) -> Result<(), Errno> {
+    setns(fds[0].as_fd(), CloneFlags::CLONE_NEWNS)?;
+    nix::unistd::fchdir(fds[1].as_raw_fd())?;
+    nix::unistd::chroot(".")?;
+    nix::unistd::fchdir(fds[2].as_raw_fd())?;
+    let cwd = libc::AT_FDCWD;
+    let dirfd = |used: bool, index: usize| -> Result<RawFd, Errno> {
+        if used {
+            fds.get(index).map(|f| f.as_raw_fd()).ok_or(Errno::EBADF)
+        } else {
+            Ok(cwd)
+        }
+    };
+    match op {
+        Op::Umount { target, flags } => {
+            let fd = resolve(cwd, target, flags & libc::UMOUNT_NOFOLLOW == 0)?;
+            if protected.is_pinned(key(&fd)?) {
+                return Err(Errno::EBUSY);
+            }
+            // Through the fd that was checked; our own reference to it would make a plain
+            // unmount fail with EBUSY, so the unmount is lazy (the mount is the container's).
+            let path = fd_path(host_proc, &fd)?;
+            let flags = nix::mount::MntFlags::from_bits_truncate(flags & !libc::UMOUNT_NOFOLLOW)
+                | nix::mount::MntFlags::MNT_DETACH;
+            nix::mount::umount2(path.as_c_str(), flags)
+        }
+        Op::Remount {
+            target,
+            flags,
+            data,
+        } => {
+            let fd = resolve(cwd, target, true)?;
+            if protected.cleared(key(&fd)?, flags & KEPT_FLAGS) != 0 {
+                return Err(Errno::EPERM);
+            }
+            let path = fd_path(host_proc, &fd)?;
+            nix::mount::mount(
+                None::<&str>,
+                path.as_c_str(),
+                None::<&str>,
+                nix::mount::MsFlags::from_bits_retain(*flags),
+                data.as_deref(),
+            )
+        }
+        Op::Move { source, target } => {
+            let from = resolve(cwd, source, true)?;
+            if protected.is_pinned(key(&from)?) {
+                return Err(Errno::EBUSY);
+            }
+            let to = resolve(cwd, target, true)?;
+            let from_path = fd_path(host_proc, &from)?;
+            let to_path = fd_path(host_proc, &to)?;
+            nix::mount::mount(
+                Some(from_path.as_c_str()),
+                to_path.as_c_str(),
+                None::<&str>,
+                nix::mount::MsFlags::MS_MOVE,
+                None::<&str>,
+            )
+        }
+        Op::SetAttr {
+            dirfd: used,
+            path,
+            at_flags,
+            attr_set,
+            attr_clr,
+            propagation,
+        } => {
+            let base = dirfd(*used, 3)?;
+            let fd = if path.is_empty() && at_flags & libc::AT_EMPTY_PATH as u32 != 0 {
+                // SAFETY: fresh fd from dup.
+                nix::unistd::dup(base).map(|d| unsafe { OwnedFd::from_raw_fd(d) })?
+            } else {
+                resolve(base, path, at_flags & libc::AT_SYMLINK_NOFOLLOW as u32 == 0)?
+            };
+            let clears_kept = attr_clr & KEPT_FLAGS;
+            if attr_set & MOUNT_ATTR_IDMAP != 0
+                || (clears_kept != 0 && at_flags & AT_RECURSIVE != 0)
+            {
+                return Err(Errno::EPERM);
+            }
+            let current = protected
+                .flags
+                .iter()
+                .find(|(k, _)| Some(*k) == key(&fd).ok())
+                .map(|(_, f)| *f)
+                .unwrap_or(0);
+            if current & clears_kept != 0 {
+                return Err(Errno::EPERM);
+            }
+            let attr = [*attr_set, *attr_clr, *propagation, 0u64];
+            // SAFETY: mount_setattr on our own fd with a correctly sized mount_attr copy.
+            cvt(unsafe {
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_EMPTY_PATH as u32 | (at_flags & AT_RECURSIVE),
+                    attr.as_ptr(),
+                    std::mem::size_of_val(&attr),
+                )
+            })
+        }
+        Op::MoveMount {
+            from_dirfd,
+            from_path,
+            to_dirfd,
+            to_path,
+            flags,
+        } => {
+            let mut next = 3;
+            let mut take = |used: bool| {
+                let fd = dirfd(used, next);
+                if used {
+                    next += 1;
+                }
+                fd
+            };
+            let from_base = take(*from_dirfd)?;
+            let to_base = take(*to_dirfd)?;
+            let open_end =
+                |base: RawFd, path: &str, empty: bool, follow: bool| -> Result<OwnedFd, Errno> {
+                    if empty && path.is_empty() {
+                        // SAFETY: fresh fd from dup.
+                        nix::unistd::dup(base).map(|d| unsafe { OwnedFd::from_raw_fd(d) })
+                    } else {
+                        resolve(base, path, follow)
+                    }
+                };
+            let from = open_end(
+                from_base,
+                from_path,
+                flags & MOVE_MOUNT_F_EMPTY_PATH != 0,
+                flags & MOVE_MOUNT_F_SYMLINKS != 0,
+            )?;
+            if protected.is_pinned(key(&from)?) {
+                return Err(Errno::EBUSY);
+            }
+            let to = open_end(
+                to_base,
+                to_path,
+                flags & MOVE_MOUNT_T_EMPTY_PATH != 0,
+                flags & MOVE_MOUNT_T_SYMLINKS != 0,
+            )?;
+            // SAFETY: move_mount between two fds we own, with empty paths.
+            cvt(unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    from.as_raw_fd(),
+                    c"".as_ptr(),
+                    to.as_raw_fd(),
+                    c"".as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+                )
+            })
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! What the supervisor asks the agent to do, and what the agent knows about the container's
+//! mounts. Shared by both sides of the socket.
+
+use serde::{Deserialize, Serialize};
+
+/// A mount's root as (device, inode): the same for every bind or clone of it, in every mount
+/// namespace, so protection follows a mount through `unshare -m`, chroot and pivot_root.
+pub type MountKey = (u64, u64);
+
+/// Mount flags the kernel calls "locked" when it copies a namespace; the supervisor keeps them
+/// set on every mount present at start.
+pub const MS_RDONLY: u64 = 1;
+pub const MS_NOSUID: u64 = 2;
+pub const MS_NODEV: u64 = 4;
+pub const MS_NOEXEC: u64 = 8;
+pub const KEPT_FLAGS: u64 = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+
+/// What the agent protects, computed when the container was created.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Protected {
+    /// Mounts that may not be unmounted or moved away: /, /proc, /sys, the emulated files and
+    /// the masked paths (EBUSY).
+    pub pinned: Vec<MountKey>,
+    /// Every mount present at start, with the flags (of [`KEPT_FLAGS`]) it must keep.
+    pub flags: Vec<(MountKey, u64)>,
+}
+
+impl Protected {
+    pub fn is_pinned(&self, key: MountKey) -> bool {
+        self.pinned.contains(&key)
+    }
+    /// The kept flags a change to `key` would clear, if it is a mount present at start.
+    pub fn cleared(&self, key: MountKey, new_flags: u64) -> u64 {
+        self.flags
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, kept)| kept & !new_flags)
+            .unwrap_or(0)
+    }
+}
+
+/// One operation performed for a trapped process. Paths are the supervisor's copies of the
+/// process's strings, read once: nothing is read from the process after the decision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Op {
+    Umount {
+        target: String,
+        flags: i32,
+    },
+    Remount {
+        target: String,
+        flags: u64,
+        data: Option<String>,
+    },
+    Move {
+        source: String,
+        target: String,
+    },
+    /// mount_setattr with the process's attr struct, copied.
+    SetAttr {
+        dirfd: bool,
+        path: String,
+        at_flags: u32,
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+    },
+    /// move_mount; `*_dirfd` says whether a dirfd (passed along) is used rather than the cwd.
+    MoveMount {
+        from_dirfd: bool,
+        from_path: String,
+        to_dirfd: bool,
+        to_path: String,
+        flags: u32,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub op: Op,
+}

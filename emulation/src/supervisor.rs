@@ -1,0 +1,417 @@
+//! The seccomp-notify supervisor: one thread of the shim per container, fed the container's
+//! notify fd(s). The filter traps the mount family by syscall number only.
+//!
+//! Decisions use only integer arguments when the answer is "continue" (a new file system, a
+//! bind, a propagation change, open_tree, fsopen/fsconfig/fsmount): nothing read from the
+//! process's memory ever leads to SECCOMP_USER_NOTIF_FLAG_CONTINUE. Anything whose safety
+//! depends on a path or a struct (umount2, remount, move, mount_setattr, move_mount) is copied
+//! once, the notification is checked to be still valid, and the agent performs it for the
+//! process or refuses. fspick is refused. If the supervisor dies, the kernel fails the trapped
+//! syscalls (ENOSYS): closed, never open.
+
+use crate::mountops::{Op, Request};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+const CAP_SYS_ADMIN: u32 = 21;
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+const MS_REMOUNT: u64 = libc::MS_REMOUNT;
+const MS_MOVE: u64 = libc::MS_MOVE;
+
+/// Running supervision of one container. Dropping it stops the thread and the agent.
+pub struct Supervisor {
+    stop: OwnedFd,
+    fds: Arc<Mutex<Vec<OwnedFd>>>,
+    wake: OwnedFd,
+}
+
+impl Supervisor {
+    /// Start serving `notify` (the init's listener fd), performing through `agent`.
+    pub fn start(notify: OwnedFd, agent: UnixStream) -> std::io::Result<Supervisor> {
+        let (stop_r, stop_w) = nix::unistd::pipe()?;
+        let (wake_r, wake_w) = nix::unistd::pipe()?;
+        let fds = Arc::new(Mutex::new(vec![notify]));
+        let shared = fds.clone();
+        std::thread::Builder::new()
+            .name("eci-supervisor".into())
+            .spawn(move || serve(shared, agent, stop_r, wake_r))?;
+        Ok(Supervisor {
+            stop: stop_w,
+            fds,
+            wake: wake_w,
+        })
+    }
+
+    /// Serve another notify fd (an exec'd process's filter).
+    pub fn add(&self, notify: OwnedFd) {
+        set_sync_wakeup(&notify);
+        self.fds.lock().expect("supervisor fds").push(notify);
+        let _ = nix::unistd::write(&self.wake, b"w");
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = nix::unistd::write(&self.stop, b"s");
+    }
+}
+
+/// Wake the supervisor on the trapped thread's CPU (Linux 6.6+): cheaper round trips.
+fn set_sync_wakeup(fd: &OwnedFd) {
+    // SAFETY: SECCOMP_IOCTL_NOTIF_SET_FLAGS takes the flags by value; failure is harmless.
+    unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    };
+}
+
+fn serve(fds: Arc<Mutex<Vec<OwnedFd>>>, mut agent: UnixStream, stop: OwnedFd, wake: OwnedFd) {
+    if let Some(first) = fds.lock().expect("supervisor fds").first() {
+        set_sync_wakeup(first);
+    }
+    loop {
+        let notify: Vec<RawFd> = fds
+            .lock()
+            .expect("supervisor fds")
+            .iter()
+            .map(|f| f.as_raw_fd())
+            .collect();
+        let mut polls: Vec<PollFd> = notify
+            .iter()
+            // SAFETY: the fds stay open in `fds` while this loop runs; only this thread removes them.
+            .map(|fd| {
+                PollFd::new(
+                    unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) },
+                    PollFlags::POLLIN,
+                )
+            })
+            .collect();
+        polls.push(PollFd::new(stop.as_fd(), PollFlags::POLLIN));
+        polls.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+        if poll(&mut polls, PollTimeout::NONE).is_err() {
+            continue;
+        }
+        let n = notify.len();
+        if polls[n].revents().is_some_and(|r| !r.is_empty()) {
+            return;
+        }
+        if polls[n + 1]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+        {
+            let _ = nix::unistd::read(wake.as_raw_fd(), &mut [0u8; 16]);
+        }
+        let mut dead = Vec::new();
+        for (i, fd) in notify.iter().enumerate() {
+            let Some(revents) = polls[i].revents() else {
+                continue;
+            };
+            if revents.contains(PollFlags::POLLIN) {
+                handle_one(*fd, &mut agent);
+            } else if revents
+                .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+            {
+                dead.push(*fd);
+            }
+        }
+        if !dead.is_empty() {
+            let mut fds = fds.lock().expect("supervisor fds");
+            fds.retain(|f| !dead.contains(&f.as_raw_fd()));
+            if fds.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+enum Verdict {
+    Continue,
+    Fail(Errno),
+    Perform(Op, Vec<i32>),
+}
+
+fn handle_one(fd: RawFd, agent: &mut UnixStream) {
+    // SAFETY: seccomp_notif is plain data; RECV requires it zeroed.
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: RECV writes one seccomp_notif into the struct we own.
+    if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV as _, &mut req) } < 0 {
+        return;
+    }
+    let pid = req.pid as i32;
+    let verdict = decide(fd, &req).unwrap_or_else(Verdict::Fail);
+    let result = match verdict {
+        Verdict::Continue => Ok(true),
+        Verdict::Fail(e) => Err(e),
+        Verdict::Perform(op, dirfds) => perform(fd, req.id, pid, op, &dirfds, agent).map(|_| false),
+    };
+    // SAFETY: seccomp_notif_resp is plain data.
+    let mut resp: libc::seccomp_notif_resp = unsafe { std::mem::zeroed() };
+    resp.id = req.id;
+    match result {
+        Ok(true) => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        Ok(false) => resp.val = 0,
+        Err(e) => resp.error = -(e as i32),
+    }
+    // SAFETY: SEND reads the response struct we own; ENOENT (target gone) is fine.
+    unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND as _, &mut resp) };
+}
+
+/// Decide from integer arguments; copy pointer arguments only for operations the agent will
+/// perform (or refuse) itself.
+fn decide(fd: RawFd, req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
+    let a = req.data.args;
+    let pid = req.pid as i32;
+    let nr = req.data.nr as libc::c_long;
+    let verdict = match nr {
+        libc::SYS_mount => {
+            let flags = a[3];
+            if flags & MS_REMOUNT != 0 {
+                Verdict::Perform(
+                    Op::Remount {
+                        target: read_str(pid, a[1])?,
+                        flags,
+                        data: read_opt_str(pid, a[4])?,
+                    },
+                    vec![],
+                )
+            } else if flags & MS_MOVE != 0 {
+                Verdict::Perform(
+                    Op::Move {
+                        source: read_str(pid, a[0])?,
+                        target: read_str(pid, a[1])?,
+                    },
+                    vec![],
+                )
+            } else {
+                // A new file system, a bind (clones keep the kernel's locks and this
+                // supervisor's flags), or a propagation change: decided on flags alone.
+                Verdict::Continue
+            }
+        }
+        libc::SYS_umount2 => Verdict::Perform(
+            Op::Umount {
+                target: read_str(pid, a[0])?,
+                flags: a[1] as i32,
+            },
+            vec![],
+        ),
+        libc::SYS_mount_setattr => {
+            let size = a[4] as usize;
+            if size < 32 {
+                return Err(Errno::EINVAL);
+            }
+            let attr = read_bytes(pid, a[3], 32)?;
+            let word =
+                |i: usize| u64::from_ne_bytes(attr[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            let dirfd = a[0] as i32;
+            Verdict::Perform(
+                Op::SetAttr {
+                    dirfd: dirfd != libc::AT_FDCWD,
+                    path: read_str(pid, a[1])?,
+                    at_flags: a[2] as u32,
+                    attr_set: word(0),
+                    attr_clr: word(1),
+                    propagation: word(2),
+                },
+                if dirfd != libc::AT_FDCWD {
+                    vec![dirfd]
+                } else {
+                    vec![]
+                },
+            )
+        }
+        libc::SYS_move_mount => {
+            let (from, to) = (a[0] as i32, a[2] as i32);
+            let dirfds: Vec<i32> = [from, to]
+                .into_iter()
+                .filter(|d| *d != libc::AT_FDCWD)
+                .collect();
+            Verdict::Perform(
+                Op::MoveMount {
+                    from_dirfd: from != libc::AT_FDCWD,
+                    from_path: read_opt_str(pid, a[1])?.unwrap_or_default(),
+                    to_dirfd: to != libc::AT_FDCWD,
+                    to_path: read_opt_str(pid, a[3])?.unwrap_or_default(),
+                    flags: a[4] as u32,
+                },
+                dirfds,
+            )
+        }
+        libc::SYS_open_tree | libc::SYS_fsopen | libc::SYS_fsconfig | libc::SYS_fsmount => {
+            Verdict::Continue
+        }
+        // Picking an existing superblock to reconfigure it is refused outright.
+        libc::SYS_fspick => Verdict::Fail(Errno::EPERM),
+        _ => Verdict::Fail(Errno::ENOSYS),
+    };
+    let _ = fd;
+    Ok(verdict)
+}
+
+fn id_valid(fd: RawFd, id: u64) -> bool {
+    let mut id = id;
+    // SAFETY: ID_VALID reads the u64 id we own.
+    unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _, &mut id) == 0 }
+}
+
+fn has_cap_sys_admin(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+fn perform(
+    fd: RawFd,
+    id: u64,
+    pid: i32,
+    op: Op,
+    dirfds: &[i32],
+    agent: &mut UnixStream,
+) -> Result<(), Errno> {
+    if !has_cap_sys_admin(pid) {
+        return Err(Errno::EPERM);
+    }
+    let open = |what: &str| {
+        File::open(format!("/proc/{pid}/{what}"))
+            .map(OwnedFd::from)
+            .map_err(|_| Errno::ESRCH)
+    };
+    let mut fds = vec![open("ns/mnt")?, open("root")?, open("cwd")?];
+    if !dirfds.is_empty() {
+        // SAFETY: pidfd_open with a pid and flags, no pointers.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, PIDFD_THREAD) };
+        if pidfd < 0 {
+            return Err(Errno::ESRCH);
+        }
+        // SAFETY: fresh fd from pidfd_open.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+        for d in dirfds {
+            // SAFETY: pidfd_getfd copies the target's fd into our table; no pointers.
+            let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), *d, 0) };
+            if copy < 0 {
+                return Err(Errno::EBADF);
+            }
+            // SAFETY: fresh fd from pidfd_getfd.
+            fds.push(unsafe { OwnedFd::from_raw_fd(copy as RawFd) });
+        }
+    }
+    // Everything about the process has been read and opened: is it still the same request?
+    if !id_valid(fd, id) {
+        return Err(Errno::ESRCH);
+    }
+    let body = serde_json::to_vec(&Request { op }).map_err(|_| Errno::EINVAL)?;
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    nix::sys::socket::sendmsg::<()>(
+        agent.as_raw_fd(),
+        &[std::io::IoSlice::new(&body)],
+        &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|_| Errno::EPERM)?;
+    let mut answer = [0u8; 4];
+    agent.read_exact(&mut answer).map_err(|_| Errno::EPERM)?;
+    let _ = agent.flush();
+    match i32::from_ne_bytes(answer) {
+        0 => Ok(()),
+        e => Err(Errno::from_raw(e)),
+    }
+}
+
+/// Copy up to `len` bytes of the process's memory, stopping early at an unmapped page.
+fn read_bytes(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
+    let mut out = vec![0u8; len];
+    let mut local = [std::io::IoSliceMut::new(&mut out)];
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: addr as usize,
+        len,
+    }];
+    let n = nix::sys::uio::process_vm_readv(nix::unistd::Pid::from_raw(pid), &mut local, &remote)
+        .map_err(|_| Errno::EFAULT)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Copy a NUL-terminated string (at most PATH_MAX), page by page.
+fn read_str(pid: i32, addr: u64) -> Result<String, Errno> {
+    if addr == 0 {
+        return Err(Errno::EFAULT);
+    }
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < libc::PATH_MAX as usize {
+        let to_page_end = 4096 - (at as usize % 4096);
+        let chunk = read_bytes(pid, at, to_page_end)?;
+        if chunk.is_empty() {
+            return Err(Errno::EFAULT);
+        }
+        if let Some(end) = chunk.iter().position(|b| *b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return String::from_utf8(out).map_err(|_| Errno::EINVAL);
+        }
+        out.extend_from_slice(&chunk);
+        at += chunk.len() as u64;
+    }
+    Err(Errno::ENAMETOOLONG)
+}
+
+fn read_opt_str(pid: i32, addr: u64) -> Result<Option<String>, Errno> {
+    if addr == 0 {
+        Ok(None)
+    } else {
+        read_str(pid, addr).map(Some)
+    }
+}
+
+/// Protection facts for the agent, measured from the container's init before it starts.
+pub fn measure(init_pid: i32, pinned_targets: &[&str]) -> crate::mountops::Protected {
+    use crate::mountops::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY};
+    let root = format!("/proc/{init_pid}/root");
+    let key = |path: &str| {
+        nix::sys::stat::stat(format!("{root}{path}").as_str())
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino))
+    };
+    let mut protected = crate::mountops::Protected::default();
+    let mountinfo =
+        std::fs::read_to_string(format!("/proc/{init_pid}/mountinfo")).unwrap_or_default();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(mountpoint), Some(options)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        let mut flags = 0;
+        for o in options.split(',') {
+            flags |= match o {
+                "ro" => MS_RDONLY,
+                "nosuid" => MS_NOSUID,
+                "nodev" => MS_NODEV,
+                "noexec" => MS_NOEXEC,
+                _ => 0,
+            };
+        }
+        let mountpoint = mountpoint.replace("\\040", " ");
+        if let Some(k) = key(&mountpoint) {
+            protected.flags.push((k, flags));
+            if pinned_targets.contains(&mountpoint.as_str()) {
+                protected.pinned.push(k);
+            }
+        }
+    }
+    protected
+}
