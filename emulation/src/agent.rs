@@ -98,6 +98,26 @@ fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
     }
 }
 
+/// The mount ID of the mount `fd` is on.
+fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
+    // SAFETY: statx is plain data; the kernel fills it.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: statx on our fd with an empty path, writing into the struct we own.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(stx.stx_mnt_id)
+}
+
 fn key(fd: &OwnedFd) -> Result<MountKey, Errno> {
     let st = fstat(fd.as_raw_fd())?;
     Ok((st.st_dev, st.st_ino))
@@ -134,6 +154,10 @@ fn perform(
     host_proc: &OwnedFd,
     protected: &Protected,
 ) -> Result<(), Errno> {
+    let mount_ns = fstat(fds[0].as_raw_fd())?.st_ino;
+    let pinned = |fd: &OwnedFd| -> Result<bool, Errno> {
+        Ok(protected.is_pinned(key(fd)?, mount_id(fd)?, mount_ns))
+    };
     setns(fds[0].as_fd(), CloneFlags::CLONE_NEWNS)?;
     nix::unistd::fchdir(fds[1].as_raw_fd())?;
     nix::unistd::chroot(".")?;
@@ -149,7 +173,7 @@ fn perform(
     match op {
         Op::Umount { target, flags } => {
             let fd = resolve(cwd, target, flags & libc::UMOUNT_NOFOLLOW == 0)?;
-            if protected.is_pinned(key(&fd)?) {
+            if pinned(&fd)? {
                 return Err(Errno::EBUSY);
             }
             // Through the fd that was checked; our own reference to it would make a plain
@@ -179,7 +203,7 @@ fn perform(
         }
         Op::Move { source, target } => {
             let from = resolve(cwd, source, true)?;
-            if protected.is_pinned(key(&from)?) {
+            if pinned(&from)? {
                 return Err(Errno::EBUSY);
             }
             let to = resolve(cwd, target, true)?;
@@ -268,7 +292,7 @@ fn perform(
                 flags & MOVE_MOUNT_F_EMPTY_PATH != 0,
                 flags & MOVE_MOUNT_F_SYMLINKS != 0,
             )?;
-            if protected.is_pinned(key(&from)?) {
+            if pinned(&from)? {
                 return Err(Errno::EBUSY);
             }
             let to = open_end(

@@ -19,15 +19,21 @@ pub const KEPT_FLAGS: u64 = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Protected {
     /// Mounts that may not be unmounted or moved away: /, /proc, /sys, the emulated files and
-    /// the masked paths (EBUSY).
-    pub pinned: Vec<MountKey>,
+    /// the masked paths (EBUSY), with their mount IDs in the container's first mount namespace.
+    pub pinned: Vec<(MountKey, u64)>,
+    /// Inode of the container's first mount namespace. There, mount IDs tell a pinned mount
+    /// from another mount of the same superblock (a second sysfs); in namespaces the container
+    /// made later, every mount of a pinned root is pinned.
+    pub mount_ns: u64,
     /// Every mount present at start, with the flags (of [`KEPT_FLAGS`]) it must keep.
     pub flags: Vec<(MountKey, u64)>,
 }
 
 impl Protected {
-    pub fn is_pinned(&self, key: MountKey) -> bool {
-        self.pinned.contains(&key)
+    pub fn is_pinned(&self, key: MountKey, mount_id: u64, mount_ns: u64) -> bool {
+        self.pinned
+            .iter()
+            .any(|(k, id)| *k == key && (mount_ns != self.mount_ns || *id == mount_id))
     }
     /// The kept flags a change to `key` would clear, if it is a mount present at start.
     pub fn cleared(&self, key: MountKey, new_flags: u64) -> u64 {

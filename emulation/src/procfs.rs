@@ -106,9 +106,26 @@ struct Fs {
     host_cpus: u32,
     uuid: String,
     knobs: Mutex<HashMap<usize, Vec<u8>>>,
+    /// cgroup reads (memory.stat above all) cost more than the FUSE round trip; a view at
+    /// most this old is served again.
+    limits: Mutex<Option<(std::time::Instant, crate::cgroup::Limits)>>,
 }
 
+const LIMITS_MAX_AGE: Duration = Duration::from_millis(100);
+
 impl Fs {
+    fn limits(&self) -> crate::cgroup::Limits {
+        let mut cached = self.limits.lock().expect("limits lock");
+        match *cached {
+            Some((at, limits)) if at.elapsed() < LIMITS_MAX_AGE => limits,
+            _ => {
+                let limits = self.cgroup.limits();
+                *cached = Some((std::time::Instant::now(), limits));
+                limits
+            }
+        }
+    }
+
     fn attr(&self, ino: u64) -> FileAttr {
         let (kind, perm) = match entry_of(INodeNo(ino)) {
             None => (FileType::Directory, 0o555),
@@ -154,16 +171,14 @@ impl Fs {
                 render::uptime(boottime().saturating_sub(self.started).as_secs_f64()).into_bytes()
             }
             Kind::Swaps => render::swaps().into_bytes(),
-            Kind::Meminfo => render::meminfo(&host(), &self.cgroup.limits()).into_bytes(),
-            Kind::Cpuinfo => {
-                render::cpuinfo(&host(), self.cpus(&self.cgroup.limits())).into_bytes()
-            }
-            Kind::Stat => render::stat(&host(), self.cpus(&self.cgroup.limits())).into_bytes(),
+            Kind::Meminfo => render::meminfo(&host(), &self.limits()).into_bytes(),
+            Kind::Cpuinfo => render::cpuinfo(&host(), self.cpus(&self.limits())).into_bytes(),
+            Kind::Stat => render::stat(&host(), self.cpus(&self.limits())).into_bytes(),
             Kind::Loadavg => {
                 let tasks = self.cgroup.tasks();
                 render::loadavg(1, tasks).into_bytes()
             }
-            Kind::CpuOnline => render::cpu_online(self.cpus(&self.cgroup.limits())).into_bytes(),
+            Kind::CpuOnline => render::cpu_online(self.cpus(&self.limits())).into_bytes(),
             Kind::Uuid => format!("{}\n", self.uuid).into_bytes(),
             Kind::Knob => {
                 let knobs = self.knobs.lock().expect("knobs lock");
@@ -375,6 +390,7 @@ impl Emulation {
                 .unwrap_or(1),
             uuid: uuid_for(id),
             knobs: Mutex::new(HashMap::new()),
+            limits: Mutex::new(None),
         };
         let mut config = Config::default();
         config.mount_options = vec![

@@ -387,7 +387,26 @@ pub fn measure(init_pid: i32, pinned_targets: &[&str]) -> crate::mountops::Prote
             .ok()
             .map(|st| (st.st_dev, st.st_ino))
     };
-    let mut protected = crate::mountops::Protected::default();
+    let mount_id = |path: &str| -> u64 {
+        let Ok(c) = std::ffi::CString::new(format!("{root}{path}")) else {
+            return 0;
+        };
+        // SAFETY: statx is plain data; the kernel fills it.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: statx of a NUL-terminated path into the struct we own.
+        let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_MNT_ID, &mut stx) };
+        if r == 0 {
+            stx.stx_mnt_id
+        } else {
+            0
+        }
+    };
+    let mut protected = crate::mountops::Protected {
+        mount_ns: nix::sys::stat::stat(format!("/proc/{init_pid}/ns/mnt").as_str())
+            .map(|st| st.st_ino)
+            .unwrap_or(0),
+        ..Default::default()
+    };
     let mountinfo =
         std::fs::read_to_string(format!("/proc/{init_pid}/mountinfo")).unwrap_or_default();
     for line in mountinfo.lines() {
@@ -409,7 +428,7 @@ pub fn measure(init_pid: i32, pinned_targets: &[&str]) -> crate::mountops::Prote
         if let Some(k) = key(&mountpoint) {
             protected.flags.push((k, flags));
             if pinned_targets.contains(&mountpoint.as_str()) {
-                protected.pinned.push(k);
+                protected.pinned.push((k, mount_id(&mountpoint)));
             }
         }
     }

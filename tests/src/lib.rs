@@ -204,3 +204,29 @@ pub fn shim_pid(id: &str) -> Option<i32> {
             .then(|| l.split_whitespace().next()?.parse().ok())?
     })
 }
+
+/// A directory holding the static `probe` binary (tests/probes/probe.c), built once.
+pub fn probe_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo().join("target/probe");
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(dir.join("probe"))
+            .arg(repo().join("tests/probes/probe.c"))
+            .status()
+            .expect("gcc");
+        assert!(status.success(), "building the probe failed");
+        dir
+    })
+    .clone()
+}
+
+/// `--mount` option binding the probe at /probe.
+pub fn probe_mount() -> String {
+    format!(
+        "type=bind,src={},dst=/probe,options=rbind:ro",
+        probe_dir().display()
+    )
+}

@@ -1,0 +1,109 @@
+/* Probes run inside test and benchmark containers (static, so any image can run it).
+ *   probe setattr-clear-ro PATH     mount_setattr clearing MOUNT_ATTR_RDONLY
+ *   probe clone-attach-rw SRC DST   open_tree clone, clear RDONLY, move_mount to DST
+ *   probe fspick PATH               fspick (reconfigure a superblock)
+ *   probe move PATH DST             move_mount of an attached mount
+ *   probe mount-bench N DIR         N x (mount tmpfs DIR; umount DIR): p50/p99 us per op
+ *   probe getpid-bench N            N x getpid: mean ns per call
+ *   probe read-bench N FILE         N x open+read+close: p50/p99 us, reads/s
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+struct attr { uint64_t set, clr, propagation, userns_fd; };
+#define ATTR_RDONLY 0x1
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#define F_EMPTY 0x4
+
+static int report(const char *what, long r) {
+	if (r < 0) { printf("%s: errno=%s\n", what, strerrorname_np(errno)); return 1; }
+	printf("%s: ok\n", what);
+	return 0;
+}
+
+static double now_us(void) {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+
+static int cmp(const void *a, const void *b) {
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static void percentiles(const char *what, double *v, int n) {
+	qsort(v, n, sizeof *v, cmp);
+	printf("%s p50_us=%.2f p99_us=%.2f\n", what, v[n / 2], v[(int)(n * 0.99)]);
+}
+
+int main(int argc, char **argv) {
+	if (argc < 3) return 2;
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "setattr-clear-ro")) {
+		struct attr a = { .clr = ATTR_RDONLY };
+		return report(cmd, syscall(SYS_mount_setattr, AT_FDCWD, argv[2], 0, &a, sizeof a));
+	}
+	if (!strcmp(cmd, "clone-attach-rw") && argc > 3) {
+		int fd = syscall(SYS_open_tree, AT_FDCWD, argv[2], OPEN_TREE_CLONE);
+		if (report("open_tree", fd)) return 1;
+		struct attr a = { .clr = ATTR_RDONLY };
+		int rc = report("setattr-clone-rw", syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &a, sizeof a));
+		rc |= report("move_mount", syscall(SYS_move_mount, fd, "", AT_FDCWD, argv[3], F_EMPTY));
+		return rc;
+	}
+	if (!strcmp(cmd, "fspick")) return report(cmd, syscall(SYS_fspick, AT_FDCWD, argv[2], 0));
+	if (!strcmp(cmd, "move") && argc > 3) return report(cmd, syscall(SYS_move_mount, AT_FDCWD, argv[2], AT_FDCWD, argv[3], 0));
+	if (!strcmp(cmd, "mount-bench") && argc > 3) {
+		int n = atoi(argv[2]);
+		double *m = calloc(n, sizeof *m), *u = calloc(n, sizeof *u);
+		for (int i = 0; i < n; i++) {
+			double t0 = now_us();
+			if (mount("t", argv[3], "tmpfs", 0, NULL)) return report("mount", -1);
+			double t1 = now_us();
+			if (umount(argv[3])) return report("umount", -1);
+			m[i] = t1 - t0;
+			u[i] = now_us() - t1;
+		}
+		percentiles("mount", m, n);
+		percentiles("umount", u, n);
+		return 0;
+	}
+	if (!strcmp(cmd, "getpid-bench")) {
+		int n = atoi(argv[2]);
+		double t0 = now_us();
+		for (int i = 0; i < n; i++) syscall(SYS_getpid);
+		printf("getpid mean_ns=%.1f\n", (now_us() - t0) * 1e3 / n);
+		return 0;
+	}
+	if (!strcmp(cmd, "read-bench") && argc > 3) {
+		int n = atoi(argv[2]);
+		double *v = calloc(n, sizeof *v);
+		char buf[65536];
+		double start = now_us();
+		for (int i = 0; i < n; i++) {
+			double t0 = now_us();
+			int fd = open(argv[3], O_RDONLY);
+			if (fd < 0) return report("open", -1);
+			while (read(fd, buf, sizeof buf) > 0) {}
+			close(fd);
+			v[i] = now_us() - t0;
+		}
+		double total = now_us() - start;
+		percentiles(argv[3], v, n);
+		printf("%s reads_per_s=%.0f\n", argv[3], n / (total / 1e6));
+		return 0;
+	}
+	return 2;
+}

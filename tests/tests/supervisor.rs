@@ -1,0 +1,111 @@
+//! Read-only stays read-only: every bypass from a privileged container against a read-only bind
+//! of a host directory, checked on the host afterwards; the container's own mounts keep working;
+//! the rules hold in a nested mount namespace and after chroot.
+
+use eci_tests::*;
+
+fn ro_dir() -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(name("sup"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f"), "original").unwrap();
+    let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", dir.display());
+    (dir, mount)
+}
+
+#[test]
+fn every_bypass_of_a_read_only_bind_is_refused() {
+    let (dir, mount) = ro_dir();
+    let probe = probe_mount();
+    let script = "mkdir -p /x /m2; \
+        mount -o remount,rw /data && echo BAD_REMOUNT; \
+        mount -o remount,rw,bind /data 2>/dev/null && echo BAD_REMOUNT_BIND; \
+        /probe/probe setattr-clear-ro /data; \
+        /probe/probe clone-attach-rw /data /x; echo 1 > /x/f 2>/dev/null && echo BAD_CLONE_WRITE; \
+        mount --bind /data /m2 && mount -o remount,rw,bind /m2 2>/dev/null && echo BAD_BIND_REMOUNT; \
+        echo 2 > /m2/f 2>/dev/null && echo BAD_BIND_WRITE; \
+        /probe/probe fspick /data; \
+        /probe/probe move /proc /x; \
+        umount /proc/uptime 2>/dev/null && echo BAD_UMOUNT_EMULATION; \
+        umount /proc 2>/dev/null && echo BAD_UMOUNT_PROC; \
+        umount /sys 2>/dev/null && echo BAD_UMOUNT_SYS; \
+        umount / 2>/dev/null && echo BAD_UMOUNT_ROOT; \
+        echo 3 > /data/f 2>/dev/null && echo BAD_WRITE; true";
+    let r = run(
+        &name("bypass"),
+        &["--privileged", "--mount", &mount, "--mount", &probe],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("setattr-clear-ro: errno=EPERM"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("setattr-clone-rw: errno=EPERM"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("fspick: errno=EPERM"), "{}", r.stdout);
+    assert!(r.stdout.contains("move: errno=EBUSY"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("mount: permission denied (are you root?)"),
+        "the seed's message: {}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("f")).unwrap(), "original");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_containers_own_mounts_work() {
+    let script = "set -e; mkdir -p /t /p /s /o /b; mount -t tmpfs o /o; mkdir -p /o/l /o/u /o/w /o/m; \
+        mount -t tmpfs t /t; mount -o remount,ro /t /t; grep -q ' /t .* ro,' /proc/self/mountinfo; umount /t; echo TMPFS_OK; \
+        mount -t proc proc /p; test -e /p/self/status; umount /p; echo PROC_OK; \
+        mount -t sysfs sysfs /s; umount /s; echo SYSFS_OK; \
+        mount -t overlay overlay -o lowerdir=/o/l,upperdir=/o/u,workdir=/o/w /o/m; umount /o/m; echo OVERLAY_OK; \
+        mount --bind /tmp /b; mount -o remount,ro,bind /b; umount /b; echo BIND_OK";
+    let r = run(&name("own"), &["--privileged"], &["sh", "-c", script]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for ok in ["TMPFS_OK", "PROC_OK", "SYSFS_OK", "OVERLAY_OK", "BIND_OK"] {
+        assert!(r.stdout.contains(ok), "{ok}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn rules_hold_in_a_nested_mount_namespace_and_after_chroot() {
+    let (dir, mount) = ro_dir();
+    let script = "unshare -m sh -c 'umount /proc/uptime 2>/dev/null && echo BAD_NESTED_UMOUNT; \
+            mount -o remount,rw /data 2>/dev/null && echo BAD_NESTED_REMOUNT; \
+            mount -o remount,rw,bind /data 2>/dev/null && echo BAD_NESTED_REMOUNT_BIND; \
+            mount -t tmpfs t /tmp && umount /tmp && echo NESTED_OWN_OK'; \
+        chroot / sh -c 'umount /proc 2>/dev/null && echo BAD_CHROOT_UMOUNT; mount -o remount,rw /data 2>/dev/null && echo BAD_CHROOT_REMOUNT; true'; \
+        echo 1 > /data/f 2>/dev/null && echo BAD_WRITE; cat /proc/uptime";
+    let r = run(
+        &name("nested"),
+        &["--privileged", "--mount", &mount],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
+    assert!(r.stdout.contains("NESTED_OWN_OK"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(dir.join("f")).unwrap(), "original");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn exec_processes_are_supervised_too() {
+    let id = name("sup-exec");
+    run_detached(&id, &["--privileged"], &["sleep", "60"]);
+    let r = ctr(&["task", "exec", "--exec-id", "u", &id, "sh", "-c", "umount /proc/uptime; echo rc=$?; mkdir -p /t && mount -t tmpfs t /t && umount /t && echo OWN_OK"]);
+    remove(&id);
+    assert!(
+        r.stdout.contains("rc=1") && r.stdout.contains("OWN_OK"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stderr.contains("Device or resource busy"), "{}", r.stderr);
+}
