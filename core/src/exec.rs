@@ -138,11 +138,11 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             };
             let code = match join_and_spawn(go_r, &namespaces, target, &report) {
                 Ok(pid) => {
-                    let _ = writeln!(report, "PID {pid}");
+                    let _ = report.write_all(format!("PID {pid}\n").as_bytes());
                     0
                 }
                 Err(e) => {
-                    let _ = writeln!(report, "ERR {e}");
+                    let _ = report.write_all(format!("ERR {e}\n").as_bytes());
                     1
                 }
             };
@@ -160,14 +160,16 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             drop(go);
             let mut out = String::new();
             let _ = File::from(report_r).read_to_string(&mut out);
-            let _ = waitpid(child, None);
+            let status = waitpid(child, None);
             joined.map_err(|e| other(format!("join container cgroup: {}", error_chain(&e))))?;
             parse_report(&out)
+                .map_err(|e| other(format!("{e} (report {out:?}, first child {status:?})")))
         }
     }
 }
 
-/// The report holds the new pid, then (only if execve failed) the error.
+/// The report holds the new pid, then (only if execve failed) the error. Both children write
+/// to it, each line with a single write(2) so that lines never interleave.
 fn parse_report(out: &str) -> Result<i32, CreateError> {
     let mut pid = None;
     for line in out.lines() {
@@ -256,7 +258,7 @@ fn join_and_spawn(
         ForkResult::Child => {
             let e = become_process(target);
             let mut report = report;
-            let _ = writeln!(report, "ERR {e}");
+            let _ = report.write_all(format!("ERR {e}\n").as_bytes());
             // SAFETY: leaving the forked child after a failed exec.
             unsafe { libc::_exit(127) }
         }
