@@ -152,7 +152,9 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     undo.lease = Some(block);
 
     let (facts, mut source_fds) = gather_facts(req, &spec, &policy);
-    let hardened = harden(&spec, &facts, &policy, block).map_err(|r| refuse(req, &policy, r))?;
+    let image = facts.image.as_ref().map(|i| i.name.clone());
+    let hardened = harden(&spec, &facts, &policy, block)
+        .map_err(|r| refuse_with_image(req, &policy, r, image.as_deref()))?;
     if hardened.joins_user_namespace {
         // Sharing another container's namespaces means sharing its user namespace and IDs.
         leases.release(block)?;
@@ -396,7 +398,16 @@ fn load_policy(path: &Path) -> Result<Policy, Refusal> {
 }
 
 fn refuse(req: &CreateRequest, policy: &Policy, refusal: Refusal) -> CreateError {
-    audit::record(&policy.audit_log, &req.namespace, &req.id, None, &refusal);
+    refuse_with_image(req, policy, refusal, None)
+}
+
+fn refuse_with_image(
+    req: &CreateRequest,
+    policy: &Policy,
+    refusal: Refusal,
+    image: Option<&str>,
+) -> CreateError {
+    audit::record(&policy.audit_log, &req.namespace, &req.id, image, &refusal);
     CreateError::Refused(refusal)
 }
 
@@ -475,7 +486,43 @@ fn gather_facts(
             .collect::<Vec<_>>(),
     );
     facts.own_paths = vec![PathBuf::from("/var/lib/docker/containers").join(&req.id)];
+    facts.image = req
+        .containerd_address
+        .as_deref()
+        .and_then(|a| recorded_image(a, &req.namespace, &req.id));
     (facts, fds)
+}
+
+/// The image containerd recorded for the container, resolved to its digest, asked of containerd
+/// itself (through its own client, `ctr`) — never a label or annotation the user can set. None
+/// when containerd cannot say, which leaves every exception closed.
+fn recorded_image(address: &Path, namespace: &str, id: &str) -> Option<eci_policy::ImageRef> {
+    let ctr = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(address)
+            .args(["--namespace", namespace])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let info: serde_json::Value = serde_json::from_str(&ctr(&["containers", "info", id])?).ok()?;
+    let name = info.get("Image")?.as_str()?.to_string();
+    let listing = ctr(&["images", "ls", &format!("name=={name}")])?;
+    let digest = listing
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(2)?
+        .to_string();
+    digest
+        .starts_with("sha256:")
+        .then_some(eci_policy::ImageRef { name, digest })
 }
 
 /// The block of the container whose user namespace `spec` joins, found by its init pid.

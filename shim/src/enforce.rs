@@ -99,7 +99,7 @@ fn install(link: &Path, me: &Path) -> Result<String, String> {
     std::fs::create_dir_all(link.parent().unwrap_or(Path::new("/"))).map_err(|e| e.to_string())?;
     std::os::unix::fs::symlink(me, link).map_err(|e| format!("link {}: {e}", link.display()))?;
     Ok(format!(
-        "enforcement installed: {} -> {}\nnew containers asking for io.containerd.runc.v2 now run under ECI; check with `containerd-shim-eci-v2 enforce status`",
+        "enforcement installed: {} -> {}\nrestart containerd (it caches which binary a runtime name resolves to); then new containers asking for io.containerd.runc.v2 run under ECI. Check with `containerd-shim-eci-v2 enforce status`",
         link.display(),
         me.display()
     ))
@@ -113,7 +113,7 @@ fn uninstall(link: &Path, me: &Path) -> Result<String, String> {
         ));
     }
     std::fs::remove_file(link).map_err(|e| format!("remove {}: {e}", link.display()))?;
-    Ok(format!("enforcement removed: {} deleted", link.display()))
+    Ok(format!("enforcement removed: {} deleted; restart containerd to stop resolving io.containerd.runc.v2 to ECI", link.display()))
 }
 
 /// The PATH of the running containerd, or ours if none is found.

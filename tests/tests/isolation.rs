@@ -305,3 +305,73 @@ fn enforcement_makes_the_runc_runtime_name_run_under_eci() {
     assert_eq!(shim(&["status", "--path", &path]).code, 1);
     let _ = wait_until(Duration::from_secs(1), || false);
 }
+
+#[test]
+fn the_engine_socket_is_mounted_only_by_trusted_images() {
+    // A stand-in engine socket where Docker keeps its own, created only if none exists.
+    let socket = Path::new("/run/docker.sock");
+    let created = !socket.exists();
+    let _listener = created.then(|| std::os::unix::net::UnixListener::bind(socket).unwrap());
+    let mount = "type=bind,src=/var/run/docker.sock,dst=/var/run/docker.sock,options=rbind:rw";
+    let e = env();
+    let trusting = policy_file(
+        "trust",
+        &format!("trusted_socket_images = [\"{}\"]\n", e.image),
+    );
+    let other = policy_file(
+        "trust-other",
+        "trusted_socket_images = [\"docker.io/library/docker:cli\"]\n",
+    );
+
+    let id = name("sock-untrusted");
+    refused(
+        &id,
+        &["--mount", mount],
+        "can't mount /var/run/docker.sock because it's configured as a restricted host mount",
+    );
+    let audit =
+        std::fs::read_to_string("/var/log/containerd-shim-eci/audit.jsonl").unwrap_or_default();
+    let line = audit.lines().find(|l| l.contains(&id)).expect("audit line");
+    assert!(
+        line.contains(&format!("\"image\":\"{}\"", e.image)),
+        "{line}"
+    );
+    refused(
+        &name("sock-other"),
+        &[
+            "--runtime-config-path",
+            other.to_str().unwrap(),
+            "--mount",
+            mount,
+        ],
+        "restricted host mount",
+    );
+    let r = run(
+        &name("sock-trusted"),
+        &[
+            "--runtime-config-path",
+            trusting.to_str().unwrap(),
+            "--mount",
+            mount,
+        ],
+        &["test", "-S", "/var/run/docker.sock"],
+    );
+    // Trust covers the socket only, never the rest of the engine.
+    refused(
+        &name("sock-etc"),
+        &[
+            "--runtime-config-path",
+            trusting.to_str().unwrap(),
+            "--mount",
+            "type=bind,src=/etc/containerd,dst=/x,options=rbind:ro",
+        ],
+        "restricted host mount",
+    );
+    if created {
+        let _ = std::fs::remove_file(socket);
+    }
+    for p in [trusting, other] {
+        let _ = std::fs::remove_file(p);
+    }
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
