@@ -3,6 +3,8 @@
  *   probe clone-attach-rw SRC DST   open_tree clone, clear RDONLY, move_mount to DST
  *   probe fspick PATH               fspick (reconfigure a superblock)
  *   probe move PATH DST             move_mount of an attached mount
+ *   probe bpf-next-map x            BPF_MAP_GET_NEXT_ID (enumerate the host's BPF maps)
+ *   probe open-by-handle PATH       name_to_handle_at + open_by_handle_at
  *   probe mount-bench N DIR         N x (mount tmpfs DIR; umount DIR): p50/p99 us per op
  *   probe getpid-bench N            N x getpid: mean ns per call
  *   probe read-bench N FILE         N x open+read+close: p50/p99 us, reads/s
@@ -62,6 +64,19 @@ int main(int argc, char **argv) {
 		int rc = report("setattr-clone-rw", syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &a, sizeof a));
 		rc |= report("move_mount", syscall(SYS_move_mount, fd, "", AT_FDCWD, argv[3], F_EMPTY));
 		return rc;
+	}
+	if (!strcmp(cmd, "bpf-next-map")) {
+		union { struct { uint32_t start_id, next_id; } id; char pad[128]; } attr;
+		memset(&attr, 0, sizeof attr);
+		return report(cmd, syscall(SYS_bpf, 12 /* BPF_MAP_GET_NEXT_ID */, &attr, sizeof attr));
+	}
+	if (!strcmp(cmd, "open-by-handle")) {
+		struct { struct file_handle fh; unsigned char bytes[128]; } h;
+		int mount_id;
+		h.fh.handle_bytes = 128;
+		if (report("name_to_handle_at", syscall(SYS_name_to_handle_at, AT_FDCWD, argv[2], &h.fh, &mount_id, 0))) return 1;
+		int mfd = open(argv[2], O_RDONLY | O_DIRECTORY);
+		return report(cmd, syscall(SYS_open_by_handle_at, mfd, &h.fh, O_RDONLY));
 	}
 	if (!strcmp(cmd, "fspick")) return report(cmd, syscall(SYS_fspick, AT_FDCWD, argv[2], 0));
 	if (!strcmp(cmd, "move") && argc > 3) return report(cmd, syscall(SYS_move_mount, AT_FDCWD, argv[2], AT_FDCWD, argv[3], 0));

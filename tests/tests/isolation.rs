@@ -131,8 +131,9 @@ fn privileged_containers_run_but_stay_contained() {
         echo c > /proc/sysrq-trigger 2>/dev/null && echo sysrq-ok; \
         ls /dev/sda /dev/mem /dev/kmsg /dev/vda 2>/dev/null; \
         mkdir -p /mnt/cg && mount -t cgroup -o memory cg /mnt/cg 2>/dev/null && echo x > /mnt/cg/release_agent 2>/dev/null && echo release-ok; \
-        hostname pwned && echo hostname-ok";
-    let r = run(&name("priv"), &["--privileged"], &["sh", "-c", script]);
+        hostname pwned && echo hostname-ok; \
+        /probe/probe bpf-next-map x; /probe/probe open-by-handle /; true";
+    let r = run(&name("priv"), &["--privileged", "--mount", &probe_mount()], &["sh", "-c", script]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let (_, host, _) = parse_uid_map(r.stdout.lines().next().unwrap()).expect("uid_map");
     assert!(host >= 100_000);
