@@ -118,6 +118,15 @@ fn stat_field(stat: Option<&str>, key: &str) -> u64 {
 }
 
 impl CgroupView {
+    /// How many times the kernel's OOM killer has killed in the container's cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let events = self
+            .v1("memory", "memory.oom_control")
+            .or_else(|| self.v2("memory.events"))
+            .unwrap_or_default();
+        stat_field(Some(&events), "oom_kill")
+    }
+
     /// Number of processes in the container's cgroup.
     pub fn tasks(&self) -> usize {
         let procs = self

@@ -1,5 +1,7 @@
-//! cgroup statistics in the shape containerd's `ctr task metrics` and CRI expect
-//! (io.containerd.cgroups.v1.Metrics; containerd reads the same fields on v2 hosts from it).
+//! cgroup statistics in the shape containerd's `ctr task metrics` and CRI expect:
+//! io.containerd.cgroups.v1.Metrics where the memory controller is on cgroup v1 (this includes
+//! hybrid hosts, which containerd 1.6 drives as v1), io.containerd.cgroups.v2.Metrics on
+//! unified hosts.
 
 use containerd_shim::protos::cgroups::metrics::{
     CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
@@ -12,6 +14,9 @@ mod libcgroups_stats {
 }
 
 pub fn to_any(stats: &Stats) -> Any {
+    if !std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        return to_any_v2(stats);
+    }
     let entry = |d: &eci_core::ops::MemoryData| MemoryEntry {
         limit: d.limit,
         usage: d.usage,
@@ -53,6 +58,41 @@ pub fn to_any(stats: &Stats) -> Any {
     };
     Any {
         type_url: "io.containerd.cgroups.v1.Metrics".to_string(),
+        value: metrics.write_to_bytes().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// libcgroups reports CPU time in nanoseconds on both hierarchies; v2 metrics carry µs.
+fn to_any_v2(stats: &Stats) -> Any {
+    use containerd_shim::protos::cgroups_v2::metrics as v2;
+    let metrics = v2::Metrics {
+        pids: Some(v2::PidsStat {
+            current: stats.pids.current,
+            limit: stats.pids.limit,
+            ..Default::default()
+        })
+        .into(),
+        cpu: Some(v2::CPUStat {
+            usage_usec: stats.cpu.usage.usage_total / 1000,
+            user_usec: stats.cpu.usage.usage_user / 1000,
+            system_usec: stats.cpu.usage.usage_kernel / 1000,
+            ..Default::default()
+        })
+        .into(),
+        memory: Some(v2::MemoryStat {
+            usage: stats.memory.memory.usage,
+            usage_limit: stats.memory.memory.limit,
+            max_usage: stats.memory.memory.max_usage,
+            anon: stats.memory.stats.get("anon").copied().unwrap_or(0),
+            file: stats.memory.stats.get("file").copied().unwrap_or(0),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    Any {
+        type_url: "io.containerd.cgroups.v2.Metrics".to_string(),
         value: metrics.write_to_bytes().unwrap_or_default(),
         ..Default::default()
     }

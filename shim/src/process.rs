@@ -78,6 +78,28 @@ pub struct Container {
     pub emulation: Option<eci_emulation::Emulation>,
     /// The container's mount supervisor (absent when its profile traps nothing).
     pub supervisor: Option<std::sync::Arc<eci_emulation::Supervisor>>,
+    pub oom: Option<std::sync::Arc<OomWatch>>,
+}
+
+/// The container cgroup's OOM-kill counter, and how much of it has been reported.
+pub struct OomWatch {
+    view: eci_emulation::cgroup::CgroupView,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl OomWatch {
+    pub fn new(view: eci_emulation::cgroup::CgroupView) -> Self {
+        let seen = view.oom_kills().into();
+        OomWatch { view, seen }
+    }
+
+    /// True once for every new OOM kill since the last call.
+    pub fn fired(&self) -> bool {
+        let now = self.view.oom_kills();
+        self.seen
+            .fetch_max(now, std::sync::atomic::Ordering::SeqCst)
+            < now
+    }
 }
 
 impl Container {

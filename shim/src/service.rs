@@ -3,7 +3,7 @@
 
 use crate::helper::{self, Reply, Request};
 use crate::options::policy_from_options;
-use crate::process::{now, Container, Exit, Process, Status, StdioPaths};
+use crate::process::{now, Container, Exit, OomWatch, Process, Status, StdioPaths};
 use crate::stdio::{copy_console, release_stdin, resize, stdin_pipe, FdSocket};
 use async_trait::async_trait;
 use containerd_shim::asynchronous::monitor::monitor_subscribe;
@@ -178,6 +178,14 @@ async fn publish(
     }
 }
 
+async fn publish_oom(publisher: &RemotePublisher, namespace: &str, id: &str) {
+    let event = TaskOOM {
+        container_id: id.to_string(),
+        ..Default::default()
+    };
+    publish(publisher, namespace, TASK_OOM_EVENT_TOPIC, Box::new(event)).await;
+}
+
 async fn settle_exit(
     containers: &Mutex<HashMap<String, Container>>,
     early: &Mutex<HashMap<i32, i32>>,
@@ -197,14 +205,26 @@ async fn settle_exit(
                     p.status = Status::Stopped;
                     (cid, exec_id, p.io_done.take(), p.exit.clone())
                 })
+                .map(|(cid, exec_id, io, exit)| {
+                    let oom = if exec_id.is_empty() {
+                        c.oom.clone()
+                    } else {
+                        None
+                    };
+                    (cid, exec_id, io, exit, oom)
+                })
         })
     };
-    let Some((cid, exec_id, io_done, exit)) = found else {
+    let Some((cid, exec_id, io_done, exit, oom)) = found else {
         early.lock().await.insert(pid, code);
         return;
     };
     if let Some(done) = io_done {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), done).await;
+    }
+    // An OOM kill of the init is reported before its exit, as containerd's clients expect.
+    if oom.is_some_and(|o| o.fired()) {
+        publish_oom(publisher, namespace, &cid).await;
     }
     let at = now();
     exit.send_replace(Some(Exit {
@@ -337,6 +357,11 @@ impl Task for TaskService {
             init.io_done = Some(rx);
         }
         emulation.set_owner(block);
+        let cgroups_path = read_cgroups_path(std::path::Path::new(&req.bundle))
+            .unwrap_or_else(|| PathBuf::from(format!("/{}/{}", self.namespace, req.id)));
+        let oom = Some(Arc::new(OomWatch::new(
+            eci_emulation::cgroup::CgroupView::new(&cgroups_path),
+        )));
         self.containers.lock().await.insert(
             req.id.clone(),
             Container {
@@ -347,9 +372,13 @@ impl Task for TaskService {
                 execs: HashMap::new(),
                 emulation: Some(emulation),
                 supervisor: supervisor.map(Arc::new),
+                oom: oom.clone(),
             },
         );
         self.register_pid(&req.id, "", pid).await;
+        if let Some(oom) = oom {
+            self.watch_oom(&req.id, oom);
+        }
         log::info!("created {} pid {pid} with ID block {block}", req.id);
         let event = TaskCreate {
             container_id: req.id.clone(),
@@ -898,6 +927,29 @@ impl Task for TaskService {
 }
 
 impl TaskService {
+    /// Publish TaskOOM whenever the container's cgroup counts another OOM kill: checked twice a
+    /// second while the container is in the table, and when its init exits.
+    fn watch_oom(&self, id: &str, oom: Arc<OomWatch>) {
+        let (containers, publisher, namespace, id) = (
+            self.containers.clone(),
+            self.publisher.clone(),
+            self.namespace.clone(),
+            id.to_string(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if !containers.lock().await.contains_key(&id) {
+                    return;
+                }
+                if oom.fired() {
+                    publish_oom(&publisher, &namespace, &id).await;
+                }
+            }
+        });
+    }
+
     fn fd_socket(&self, id: &str, what: &str) -> TResult<FdSocket> {
         FdSocket::new(&self.layout.base().join("sockets"), &format!("{id}-{what}"))
             .map_err(|e| err(Code::INTERNAL, format!("{what} socket: {e}")))

@@ -340,3 +340,56 @@ fn no_runc_is_needed() {
         );
     }
 }
+
+#[test]
+fn task_events_reach_containerd_including_oom() {
+    let e = env();
+    let log = std::env::temp_dir().join(name("events"));
+    let mut events = Command::new("ctr")
+        .args(["--address", &e.address, "events"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("ctr events");
+    std::thread::sleep(Duration::from_millis(300));
+    let id = name("events");
+    run_detached(&id, &[], &["sleep", "60"]);
+    assert_eq!(
+        ctr(&["task", "exec", "--exec-id", "ev", &id, "true"]).code,
+        0
+    );
+    assert_eq!(ctr(&["task", "pause", &id]).code, 0);
+    assert_eq!(ctr(&["task", "resume", &id]).code, 0);
+    remove(&id);
+    let oom = name("oom");
+    let r = run(
+        &oom,
+        &["--memory-limit", "33554432"],
+        &["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a)"],
+    );
+    assert_eq!(r.code, 137, "{}", r.stderr);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = events.kill();
+    let _ = events.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(
+            text.lines().any(|l| l.contains(topic) && l.contains(&id)),
+            "no {topic} for {id}:\n{text}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("/tasks/oom") && l.contains(&oom)),
+        "no /tasks/oom for {oom}:\n{text}"
+    );
+}

@@ -133,7 +133,11 @@ fn privileged_containers_run_but_stay_contained() {
         mkdir -p /mnt/cg && mount -t cgroup -o memory cg /mnt/cg 2>/dev/null && echo x > /mnt/cg/release_agent 2>/dev/null && echo release-ok; \
         hostname pwned && echo hostname-ok; \
         /probe/probe bpf-next-map x; /probe/probe open-by-handle /; true";
-    let r = run(&name("priv"), &["--privileged", "--mount", &probe_mount()], &["sh", "-c", script]);
+    let r = run(
+        &name("priv"),
+        &["--privileged", "--mount", &probe_mount()],
+        &["sh", "-c", script],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let (_, host, _) = parse_uid_map(r.stdout.lines().next().unwrap()).expect("uid_map");
     assert!(host >= 100_000);
