@@ -407,6 +407,12 @@ fn refuse_with_image(
     refusal: Refusal,
     image: Option<&str>,
 ) -> CreateError {
+    // A refusal is rare: worth asking containerd which image it was, for the audit line.
+    let looked_up = match image {
+        Some(_) => None,
+        None => containerd_image(req).map(|i| i.name),
+    };
+    let image = image.or(looked_up.as_deref());
     audit::record(&policy.audit_log, &req.namespace, &req.id, image, &refusal);
     CreateError::Refused(refusal)
 }
@@ -486,11 +492,19 @@ fn gather_facts(
             .collect::<Vec<_>>(),
     );
     facts.own_paths = vec![PathBuf::from("/var/lib/docker/containers").join(&req.id)];
-    facts.image = req
-        .containerd_address
-        .as_deref()
-        .and_then(|a| recorded_image(a, &req.namespace, &req.id));
+    // Asking containerd costs two client runs: only when the answer can matter.
+    let mounts_engine_socket = facts
+        .mount_sources
+        .values()
+        .any(|m| facts.engine_sockets.iter().any(|s| s.id == m.id));
+    if mounts_engine_socket && !policy.trusted_socket_images.is_empty() {
+        facts.image = containerd_image(req);
+    }
     (facts, fds)
+}
+
+fn containerd_image(req: &CreateRequest) -> Option<eci_policy::ImageRef> {
+    recorded_image(req.containerd_address.as_deref()?, &req.namespace, &req.id)
 }
 
 /// The image containerd recorded for the container, resolved to its digest, asked of containerd
