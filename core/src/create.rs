@@ -334,32 +334,34 @@ pub(crate) fn with_stdio(
     if stdio.console_socket.is_some() {
         return Ok(b);
     }
-    let open = |p: &Option<PathBuf>, write: bool| -> Result<OwnedFd, CreateError> {
-        let path = p
-            .as_deref()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("/dev/null"));
-        let f = OpenOptions::new()
-            .read(!write)
-            .write(write)
-            .open(path)
-            .map_err(io(format!("open stdio {}", path.display())))?;
-        Ok(f.into())
+    let open = |p: &Option<PathBuf>, write: bool| {
+        open_stdio(p.as_deref(), write).map_err(io(format!(
+            "open stdio {}",
+            p.as_deref().unwrap_or(Path::new("/dev/null")).display()
+        )))
     };
-    // The shim hands stdin over as the helper's own fd 0 (a pipe it feeds from containerd's
-    // fifo), so the container sees EOF only when containerd closes stdin.
-    let stdin = if stdio.stdin.as_deref() == Some(Path::new(STDIN_FROM_HELPER)) {
-        std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(io("dup stdin"))?
-    } else {
-        open(&stdio.stdin, false)?
-    };
+    let stdin = open(&stdio.stdin, false)?;
     b = b.with_stdin(stdin);
     b = b.with_stdout(open(&stdio.stdout, true)?);
     b = b.with_stderr(open(&stdio.stderr, true)?);
     Ok(b)
+}
+
+/// Open one of a process's stdio streams: containerd's fifo, /dev/null for an absent stream
+/// (never the helper's own pipes), or — for stdin — the helper's own fd 0, a pipe the shim
+/// feeds from containerd's fifo so the process sees EOF only when containerd closes stdin.
+pub(crate) fn open_stdio(path: Option<&Path>, write: bool) -> std::io::Result<OwnedFd> {
+    if !write && path == Some(Path::new(STDIN_FROM_HELPER)) {
+        return std::io::stdin().as_fd().try_clone_to_owned();
+    }
+    let path = path
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("/dev/null"));
+    Ok(OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(path)?
+        .into())
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

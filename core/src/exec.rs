@@ -6,7 +6,7 @@
 //! is done here: join the cgroup, join the user namespace first and then the others, fork
 //! into the pid namespace, set IDs, capabilities, limits and seccomp, and execve.
 
-use crate::create::{error_chain, CreateError, Stdio, STDIN_FROM_HELPER};
+use crate::create::{error_chain, CreateError, Stdio};
 use crate::layout::Layout;
 use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
 use libcontainer::container::Container;
@@ -184,18 +184,7 @@ fn parse_report(out: &str) -> Result<i32, CreateError> {
 }
 
 fn open_stdio(path: Option<&Path>, write: bool) -> Result<OwnedFd, CreateError> {
-    if path == Some(Path::new(STDIN_FROM_HELPER)) {
-        return std::io::stdin().as_fd().try_clone_to_owned().map_err(other);
-    }
-    let path = path
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("/dev/null"));
-    let f = OpenOptions::new()
-        .read(!write)
-        .write(write)
-        .open(path)
-        .map_err(|e| other(format!("open {}: {e}", path.display())))?;
-    Ok(f.into())
+    crate::create::open_stdio(path, write).map_err(|e| other(format!("open {path:?}: {e}")))
 }
 
 /// Find the program the way execvp would, but with the process's own PATH.

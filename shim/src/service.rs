@@ -415,18 +415,9 @@ impl Task for TaskService {
                 }
                 c.init.pid
             };
-            let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-            tokio::task::spawn_blocking(move || {
-                Handle {
-                    layout: &layout,
-                    namespace: &ns,
-                    id: &id,
-                }
-                .start()
-            })
-            .await
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-            .map_err(|e| err(Code::FAILED_PRECONDITION, format!("start {}: {e}", req.id)))?;
+            self.on_container(&req.id, move |h| h.start())
+                .await?
+                .map_err(|e| err(Code::FAILED_PRECONDITION, format!("start {}: {e}", req.id)))?;
             if let Some(p) = self.containers.lock().await.get_mut(&req.id) {
                 if p.init.status == Status::Created {
                     p.init.status = Status::Running;
@@ -604,23 +595,10 @@ impl Task for TaskService {
             (p.pid, p.status == Status::Stopped)
         };
         if req.all && req.exec_id.is_empty() {
-            let (layout, ns, id, sig) = (
-                self.layout.clone(),
-                self.namespace.clone(),
-                req.id.clone(),
-                req.signal as i32,
-            );
-            tokio::task::spawn_blocking(move || {
-                Handle {
-                    layout: &layout,
-                    namespace: &ns,
-                    id: &id,
-                }
-                .kill_all(sig)
-            })
-            .await
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+            let sig = req.signal as i32;
+            self.on_container(&req.id, move |h| h.kill_all(sig))
+                .await?
+                .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
             return Ok(Empty::new());
         }
         if stopped || pid <= 0 {
@@ -683,17 +661,8 @@ impl Task for TaskService {
                 .map(|c| c.bundle.clone())
                 .unwrap_or_default()
         };
-        let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-        tokio::task::spawn_blocking(move || {
-            Handle {
-                layout: &layout,
-                namespace: &ns,
-                id: &id,
-            }
-            .destroy(std::path::Path::new(&bundle))
-        })
-        .await
-        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        self.on_container(&req.id, move |h| h.destroy(std::path::Path::new(&bundle)))
+            .await?;
         let mut c = self
             .containers
             .lock()
@@ -808,18 +777,10 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TResult<PidsResponse> {
-        let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-        let pids = tokio::task::spawn_blocking(move || {
-            Handle {
-                layout: &layout,
-                namespace: &ns,
-                id: &id,
-            }
-            .pids()
-        })
-        .await
-        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        let pids = self
+            .on_container(&req.id, move |h| h.pids())
+            .await?
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         Ok(PidsResponse {
             processes: pids
                 .into_iter()
@@ -873,34 +834,17 @@ impl Task for TaskService {
                     format!("update: resources are not an OCI LinuxResources: {e}"),
                 )
             })?;
-        let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-        tokio::task::spawn_blocking(move || {
-            Handle {
-                layout: &layout,
-                namespace: &ns,
-                id: &id,
-            }
-            .update(&resources)
-        })
-        .await
-        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        self.on_container(&req.id, move |h| h.update(&resources))
+            .await?
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         Ok(Empty::new())
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TResult<StatsResponse> {
-        let (layout, ns, id) = (self.layout.clone(), self.namespace.clone(), req.id.clone());
-        let stats = tokio::task::spawn_blocking(move || {
-            Handle {
-                layout: &layout,
-                namespace: &ns,
-                id: &id,
-            }
-            .stats()
-        })
-        .await
-        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        let stats = self
+            .on_container(&req.id, move |h| h.stats())
+            .await?
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         Ok(StatsResponse {
             stats: Some(crate::metrics::to_any(&stats)).into(),
             ..Default::default()
@@ -927,6 +871,25 @@ impl Task for TaskService {
 }
 
 impl TaskService {
+    /// Run an operation on the container's kernel state (cgroup, libcontainer state, mounts)
+    /// on a blocking thread.
+    async fn on_container<T: Send + 'static>(
+        &self,
+        id: &str,
+        op: impl FnOnce(&Handle) -> T + Send + 'static,
+    ) -> TResult<T> {
+        let (layout, namespace, id) = (self.layout.clone(), self.namespace.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || {
+            op(&Handle {
+                layout: &layout,
+                namespace: &namespace,
+                id: &id,
+            })
+        })
+        .await
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))
+    }
+
     /// Publish TaskOOM whenever the container's cgroup counts another OOM kill: checked twice a
     /// second while the container is in the table, and when its init exits.
     fn watch_oom(&self, id: &str, oom: Arc<OomWatch>) {
@@ -1019,22 +982,9 @@ impl TaskService {
     }
 
     async fn freeze(&self, id: &str, frozen: bool) -> TResult<()> {
-        let (layout, ns, cid) = (self.layout.clone(), self.namespace.clone(), id.to_string());
-        tokio::task::spawn_blocking(move || {
-            let h = Handle {
-                layout: &layout,
-                namespace: &ns,
-                id: &cid,
-            };
-            if frozen {
-                h.pause()
-            } else {
-                h.resume()
-            }
-        })
-        .await
-        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-        .map_err(|e| err(Code::FAILED_PRECONDITION, e.to_string()))?;
+        self.on_container(id, move |h| if frozen { h.pause() } else { h.resume() })
+            .await?
+            .map_err(|e| err(Code::FAILED_PRECONDITION, e.to_string()))?;
         if let Some(c) = self.containers.lock().await.get_mut(id) {
             c.init.status = if frozen {
                 Status::Paused
