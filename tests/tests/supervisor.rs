@@ -1,6 +1,6 @@
 //! Read-only stays read-only: every bypass from a privileged container against a read-only bind
 //! of a host directory, checked on the host afterwards; the container's own mounts keep working;
-//! the rules hold in a nested mount namespace and after chroot.
+//! the rules hold in a nested mount namespace, after chroot and after pivot_root.
 
 use eci_tests::*;
 
@@ -75,13 +75,17 @@ fn the_containers_own_mounts_work() {
 }
 
 #[test]
-fn rules_hold_in_a_nested_mount_namespace_and_after_chroot() {
+fn rules_hold_in_a_nested_mount_namespace_after_chroot_and_pivot_root() {
     let (dir, mount) = ro_dir();
     let script = "unshare -m sh -c 'umount /proc/uptime 2>/dev/null && echo BAD_NESTED_UMOUNT; \
             mount -o remount,rw /data 2>/dev/null && echo BAD_NESTED_REMOUNT; \
             mount -o remount,rw,bind /data 2>/dev/null && echo BAD_NESTED_REMOUNT_BIND; \
             mount -t tmpfs t /tmp && umount /tmp && echo NESTED_OWN_OK'; \
         chroot / sh -c 'umount /proc 2>/dev/null && echo BAD_CHROOT_UMOUNT; mount -o remount,rw /data 2>/dev/null && echo BAD_CHROOT_REMOUNT; true'; \
+        mkdir -p /nr; unshare -m sh -c 'mount -t tmpfs t /nr && mkdir -p /nr/old /nr/bin && cp /bin/busybox /nr/bin/ && cd /nr && pivot_root . old && \
+            { /bin/busybox umount /old/proc/uptime 2>/dev/null && echo BAD_PIVOT_UMOUNT; \
+              /bin/busybox mount -o remount,rw /old/data 2>/dev/null && echo BAD_PIVOT_REMOUNT; \
+              /bin/busybox mount -o remount,rw,bind /old/data 2>/dev/null && echo BAD_PIVOT_REMOUNT_BIND; echo PIVOTED; }'; \
         echo 1 > /data/f 2>/dev/null && echo BAD_WRITE; cat /proc/uptime";
     let r = run(
         &name("nested"),
@@ -91,6 +95,7 @@ fn rules_hold_in_a_nested_mount_namespace_and_after_chroot() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
     assert!(r.stdout.contains("NESTED_OWN_OK"), "{}", r.stdout);
+    assert!(r.stdout.contains("PIVOTED"), "pivot_root did not happen: {} {}", r.stdout, r.stderr);
     assert_eq!(std::fs::read_to_string(dir.join("f")).unwrap(), "original");
     let _ = std::fs::remove_dir_all(dir);
 }
