@@ -55,6 +55,7 @@ pub fn main(args: &[String]) -> i32 {
 
 fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut joined_ns = None;
     loop {
         let mut cmsg = nix::cmsg_space!([RawFd; 5]);
         let (len, fds) = {
@@ -86,10 +87,12 @@ fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
             return;
         }
         let errno = match serde_json::from_slice::<Request>(&buf[..len]) {
-            Ok(req) if fds.len() >= 3 => match perform(&req.op, &fds, host_proc, protected) {
-                Ok(()) => 0,
-                Err(e) => e as i32,
-            },
+            Ok(req) if fds.len() >= 3 => {
+                match perform(&req.op, &fds, host_proc, protected, &mut joined_ns) {
+                    Ok(()) => 0,
+                    Err(e) => e as i32,
+                }
+            }
             _ => Errno::EINVAL as i32,
         };
         if sock.write_all(&errno.to_ne_bytes()).is_err() {
@@ -153,12 +156,17 @@ fn perform(
     fds: &[OwnedFd],
     host_proc: &OwnedFd,
     protected: &Protected,
+    joined_ns: &mut Option<u64>,
 ) -> Result<(), Errno> {
     let mount_ns = fstat(fds[0].as_raw_fd())?.st_ino;
     let pinned = |fd: &OwnedFd| -> Result<bool, Errno> {
         Ok(protected.is_pinned(key(fd)?, mount_id(fd)?, mount_ns))
     };
-    setns(fds[0].as_fd(), CloneFlags::CLONE_NEWNS)?;
+    // Entering a mount namespace is the costly step: skip it when the last request was there.
+    if *joined_ns != Some(mount_ns) {
+        setns(fds[0].as_fd(), CloneFlags::CLONE_NEWNS)?;
+        *joined_ns = Some(mount_ns);
+    }
     nix::unistd::fchdir(fds[1].as_raw_fd())?;
     nix::unistd::chroot(".")?;
     nix::unistd::fchdir(fds[2].as_raw_fd())?;

@@ -13,7 +13,7 @@ use crate::mountops::{Op, Request};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,25 @@ const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 const MS_REMOUNT: u64 = libc::MS_REMOUNT;
 const MS_MOVE: u64 = libc::MS_MOVE;
 
+/// Starts the container's mount agent and returns the supervisor's end of its socket.
+pub type AgentFactory = Box<dyn FnMut() -> std::io::Result<UnixStream> + Send>;
+
+/// The agent, started on first need: most containers never unmount anything, and then pay
+/// neither its start nor its memory.
+struct Agent {
+    factory: AgentFactory,
+    conn: Option<UnixStream>,
+}
+
+impl Agent {
+    fn conn(&mut self) -> Result<&mut UnixStream, Errno> {
+        if self.conn.is_none() {
+            self.conn = Some((self.factory)().map_err(|_| Errno::EPERM)?);
+        }
+        self.conn.as_mut().ok_or(Errno::EPERM)
+    }
+}
+
 /// Running supervision of one container. Dropping it stops the thread and the agent.
 pub struct Supervisor {
     stop: OwnedFd,
@@ -33,8 +52,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Start serving `notify` (the init's listener fd), performing through `agent`.
-    pub fn start(notify: OwnedFd, agent: UnixStream) -> std::io::Result<Supervisor> {
+    /// Start serving `notify` (the init's listener fd), performing through an agent that
+    /// `agent` starts when first needed.
+    pub fn start(notify: OwnedFd, agent: AgentFactory) -> std::io::Result<Supervisor> {
         let (stop_r, stop_w) = nix::unistd::pipe()?;
         let (wake_r, wake_w) = nix::unistd::pipe()?;
         let fds = Arc::new(Mutex::new(vec![notify]));
@@ -75,7 +95,11 @@ fn set_sync_wakeup(fd: &OwnedFd) {
     };
 }
 
-fn serve(fds: Arc<Mutex<Vec<OwnedFd>>>, mut agent: UnixStream, stop: OwnedFd, wake: OwnedFd) {
+fn serve(fds: Arc<Mutex<Vec<OwnedFd>>>, factory: AgentFactory, stop: OwnedFd, wake: OwnedFd) {
+    let mut agent = Agent {
+        factory,
+        conn: None,
+    };
     if let Some(first) = fds.lock().expect("supervisor fds").first() {
         set_sync_wakeup(first);
     }
@@ -140,7 +164,7 @@ enum Verdict {
     Perform(Op, Vec<i32>),
 }
 
-fn handle_one(fd: RawFd, agent: &mut UnixStream) {
+fn handle_one(fd: RawFd, agent: &mut Agent) {
     // SAFETY: seccomp_notif is plain data; RECV requires it zeroed.
     let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: RECV writes one seccomp_notif into the struct we own.
@@ -281,7 +305,7 @@ fn perform(
     pid: i32,
     op: Op,
     dirfds: &[i32],
-    agent: &mut UnixStream,
+    agent: &mut Agent,
 ) -> Result<(), Errno> {
     if !has_cap_sys_admin(pid) {
         return Err(Errno::EPERM);
@@ -316,20 +340,27 @@ fn perform(
     }
     let body = serde_json::to_vec(&Request { op }).map_err(|_| Errno::EINVAL)?;
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    nix::sys::socket::sendmsg::<()>(
-        agent.as_raw_fd(),
-        &[std::io::IoSlice::new(&body)],
-        &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
-        nix::sys::socket::MsgFlags::empty(),
-        None,
-    )
-    .map_err(|_| Errno::EPERM)?;
-    let mut answer = [0u8; 4];
-    agent.read_exact(&mut answer).map_err(|_| Errno::EPERM)?;
-    let _ = agent.flush();
-    match i32::from_ne_bytes(answer) {
-        0 => Ok(()),
-        e => Err(Errno::from_raw(e)),
+    let exchange = |conn: &mut UnixStream| -> std::io::Result<i32> {
+        nix::sys::socket::sendmsg::<()>(
+            conn.as_raw_fd(),
+            &[std::io::IoSlice::new(&body)],
+            &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )?;
+        let mut answer = [0u8; 4];
+        conn.read_exact(&mut answer)?;
+        Ok(i32::from_ne_bytes(answer))
+    };
+    let answer = exchange(agent.conn()?);
+    match answer {
+        Ok(0) => Ok(()),
+        Ok(e) => Err(Errno::from_raw(e)),
+        Err(_) => {
+            // A dead agent refuses (and is started again on the next request).
+            agent.conn = None;
+            Err(Errno::EPERM)
+        }
     }
 }
 

@@ -936,20 +936,24 @@ impl TaskService {
         tokio::task::spawn_blocking(move || -> std::io::Result<eci_emulation::Supervisor> {
             let pinned: Vec<&str> = pinned.iter().map(String::as_str).collect();
             let protected = eci_emulation::supervisor::measure(init, &pinned);
-            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            let protected = serde_json::to_string(&protected).map_err(std::io::Error::other)?;
             let exe = std::env::current_exe()?;
-            // Reaped by the shim's reaper like every child; it exits when `ours` closes.
-            std::process::Command::new(exe)
-                .arg(crate::helper::AGENT_ARG)
-                .arg(init.to_string())
-                .arg(serde_json::to_string(&protected).map_err(std::io::Error::other)?)
-                .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-                    theirs,
-                )))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()?;
-            eci_emulation::Supervisor::start(notify, ours)
+            let agent = move || -> std::io::Result<std::os::unix::net::UnixStream> {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+                // Reaped by the shim's reaper like every child; it exits when `ours` closes.
+                std::process::Command::new(&exe)
+                    .arg(crate::helper::AGENT_ARG)
+                    .arg(init.to_string())
+                    .arg(&protected)
+                    .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                        theirs,
+                    )))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()?;
+                Ok(ours)
+            };
+            eci_emulation::Supervisor::start(notify, Box::new(agent))
         })
         .await
         .map_err(|e| err(Code::INTERNAL, e.to_string()))?

@@ -95,7 +95,12 @@ fn rules_hold_in_a_nested_mount_namespace_after_chroot_and_pivot_root() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
     assert!(r.stdout.contains("NESTED_OWN_OK"), "{}", r.stdout);
-    assert!(r.stdout.contains("PIVOTED"), "pivot_root did not happen: {} {}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("PIVOTED"),
+        "pivot_root did not happen: {} {}",
+        r.stdout,
+        r.stderr
+    );
     assert_eq!(std::fs::read_to_string(dir.join("f")).unwrap(), "original");
     let _ = std::fs::remove_dir_all(dir);
 }
