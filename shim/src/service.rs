@@ -795,27 +795,11 @@ impl Task for TaskService {
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TResult<Empty> {
         self.freeze(&req.id, true).await?;
-        self.publish(
-            TASK_PAUSED_EVENT_TOPIC,
-            Box::new(TaskPaused {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        )
-        .await;
         Ok(Empty::new())
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TResult<Empty> {
         self.freeze(&req.id, false).await?;
-        self.publish(
-            TASK_RESUMED_EVENT_TOPIC,
-            Box::new(TaskResumed {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        )
-        .await;
         Ok(Empty::new())
     }
 
@@ -985,6 +969,7 @@ impl TaskService {
         })
     }
 
+    /// Freeze or thaw the container's cgroup, record it, and tell containerd.
     async fn freeze(&self, id: &str, frozen: bool) -> TResult<()> {
         self.on_container(id, move |h| if frozen { h.pause() } else { h.resume() })
             .await?
@@ -995,6 +980,21 @@ impl TaskService {
             } else {
                 Status::Running
             };
+        }
+        let container_id = id.to_string();
+        if frozen {
+            let event = TaskPaused {
+                container_id,
+                ..Default::default()
+            };
+            self.publish(TASK_PAUSED_EVENT_TOPIC, Box::new(event)).await;
+        } else {
+            let event = TaskResumed {
+                container_id,
+                ..Default::default()
+            };
+            self.publish(TASK_RESUMED_EVENT_TOPIC, Box::new(event))
+                .await;
         }
         Ok(())
     }
