@@ -33,6 +33,9 @@ pub type AgentFactory = Box<dyn FnMut() -> std::io::Result<UnixStream> + Send>;
 struct Agent {
     factory: AgentFactory,
     conn: Option<UnixStream>,
+    /// The container's user namespace: the agent holds all capabilities there and acts only
+    /// for processes in it, never for one in a nested user namespace it would out-rank.
+    user_ns: u64,
 }
 
 impl Agent {
@@ -53,15 +56,20 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Start serving `notify` (the init's listener fd), performing through an agent that
-    /// `agent` starts when first needed.
-    pub fn start(notify: OwnedFd, agent: AgentFactory) -> std::io::Result<Supervisor> {
+    /// `agent` starts when first needed. `user_ns` is the inode of the container's user
+    /// namespace, the one the agent acts in.
+    pub fn start(
+        notify: OwnedFd,
+        agent: AgentFactory,
+        user_ns: u64,
+    ) -> std::io::Result<Supervisor> {
         let (stop_r, stop_w) = nix::unistd::pipe()?;
         let (wake_r, wake_w) = nix::unistd::pipe()?;
         let fds = Arc::new(Mutex::new(vec![notify]));
         let shared = fds.clone();
         std::thread::Builder::new()
             .name("eci-supervisor".into())
-            .spawn(move || serve(shared, agent, stop_r, wake_r))?;
+            .spawn(move || serve(shared, agent, user_ns, stop_r, wake_r))?;
         Ok(Supervisor {
             stop: stop_w,
             fds,
@@ -95,10 +103,17 @@ fn set_sync_wakeup(fd: &OwnedFd) {
     };
 }
 
-fn serve(fds: Arc<Mutex<Vec<OwnedFd>>>, factory: AgentFactory, stop: OwnedFd, wake: OwnedFd) {
+fn serve(
+    fds: Arc<Mutex<Vec<OwnedFd>>>,
+    factory: AgentFactory,
+    user_ns: u64,
+    stop: OwnedFd,
+    wake: OwnedFd,
+) {
     let mut agent = Agent {
         factory,
         conn: None,
+        user_ns,
     };
     if let Some(first) = fds.lock().expect("supervisor fds").first() {
         set_sync_wakeup(first);
@@ -307,7 +322,9 @@ fn perform(
     dirfds: &[i32],
     agent: &mut Agent,
 ) -> Result<(), Errno> {
-    if !has_cap_sys_admin(pid) {
+    let same_user_ns = nix::sys::stat::stat(format!("/proc/{pid}/ns/user").as_str())
+        .is_ok_and(|st| st.st_ino == agent.user_ns);
+    if !same_user_ns || !has_cap_sys_admin(pid) {
         return Err(Errno::EPERM);
     }
     let open = |what: &str| {

@@ -937,7 +937,12 @@ impl TaskService {
                     .spawn()?;
                 Ok(ours)
             };
-            eci_emulation::Supervisor::start(notify, Box::new(agent))
+            let user_ns = std::fs::metadata(format!("/proc/{init}/ns/user"))?;
+            eci_emulation::Supervisor::start(
+                notify,
+                Box::new(agent),
+                std::os::unix::fs::MetadataExt::ino(&user_ns),
+            )
         })
         .await
         .map_err(|e| err(Code::INTERNAL, e.to_string()))?
