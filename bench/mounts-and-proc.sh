@@ -23,11 +23,13 @@ CMD=(sh -c "mkdir -p /r && /probe/probe mount-bench $N /r")
 echo "-- eci";  run mnt-eci  "${ECI[@]}"  --privileged "${P[@]}"
 echo "-- runc"; run mnt-runc "${RUNC[@]}" --privileged "${P[@]}"
 
-echo "== getpid x 2000000 (not trapped)"
+echo "== getpid x 2000000 (not trapped): no profile, and both with containerd's default profile"
 CMD=(/probe/probe getpid-bench 2000000)
 for i in 1 2 3; do
-  echo -n "eci  "; run gp-eci-$i  "${ECI[@]}"  "${P[@]}"
-  echo -n "runc "; run gp-runc-$i "${RUNC[@]}" "${P[@]}"
+  echo -n "eci            "; run gp-eci-$i   "${ECI[@]}"  "${P[@]}"
+  echo -n "runc           "; run gp-runc-$i  "${RUNC[@]}" "${P[@]}"
+  echo -n "eci --seccomp  "; run gps-eci-$i  "${ECI[@]}"  --seccomp "${P[@]}"
+  echo -n "runc --seccomp "; run gps-runc-$i "${RUNC[@]}" --seccomp "${P[@]}"
 done
 
 echo "== open+read+close, $READS iterations (one process: reads/s is per core)"
