@@ -15,6 +15,9 @@ pub(crate) const KNOWN_OPTION_TYPES: &[&str] = &[
     "containerd.runc.v1.Options",
     "io.containerd.runc.v1.Options",
     "runtimeoptions.v1.Options",
+    // What ctr sends with --uidmap: the fifo owner for a user-namespaced container. The shim
+    // opens the fifos itself and hands the process fds, so there is nothing to apply.
+    "containerd.linux.runc.CreateOptions",
 ];
 
 /// Read the runtime options the client sent. Only the policy file may be chosen, and only

@@ -380,3 +380,24 @@ fn the_engine_socket_is_mounted_only_by_trusted_images() {
     }
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+#[test]
+fn a_requested_host_user_namespace_or_mapping_is_replaced() {
+    // The seed's `docker run --userns=host`: whatever the spec asks, the container gets its own
+    // user namespace and block.
+    for (label, extra) in [
+        ("userns-host", vec!["--with-ns", "user:/proc/1/ns/user"]),
+        (
+            "identity-map",
+            vec!["--uidmap", "0:0:65536", "--gidmap", "0:0:65536"],
+        ),
+    ] {
+        let id = name(label);
+        let r = run(&id, &extra, &["cat", "/proc/self/uid_map"]);
+        assert_eq!(r.code, 0, "{label}: {}", r.stderr);
+        let (inside, host, size) = parse_uid_map(&r.stdout).expect("uid_map");
+        assert_eq!((inside, size), (0, 65536), "{label}: {}", r.stdout);
+        assert!(host >= 100_000, "{label}: container root is host ID {host}");
+        assert!(leftovers(&id).is_empty(), "{label}: {:?}", leftovers(&id));
+    }
+}
