@@ -147,6 +147,7 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         container: req.id.clone(),
         holder: ProcessRef::of(req.shim_pid),
         init: None,
+        user_ns: None,
     };
     let mut block = leases.acquire(&policy.id_pool, &record)?;
     undo.lease = Some(block);
@@ -310,6 +311,9 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     if !hardened.joins_user_namespace {
         let record = LeaseRecord {
             init: ProcessRef::of(pid),
+            user_ns: nix::sys::stat::stat(format!("/proc/{pid}/ns/user").as_str())
+                .ok()
+                .map(|st| st.st_ino),
             ..record
         };
         leases.update(block, &record)?;

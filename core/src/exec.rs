@@ -89,19 +89,28 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
     })
     .map_err(|e| other(error_chain(&e)))?;
 
-    let namespaces: Vec<(File, CloneFlags)> = NAMESPACES
-        .iter()
-        .map(|(name, flag)| {
-            File::open(format!("/proc/{init}/ns/{name}"))
-                .map(|f| (f, *flag))
-                .map_err(|e| {
-                    other(format!(
-                        "container {} is gone ({name} namespace: {e})",
-                        req.id
-                    ))
-                })
-        })
-        .collect::<Result<_, _>>()?;
+    // Namespaces the container shares with the host (the time namespace of a container that
+    // joined another's) are not joined: we are in them already, and setns would be refused.
+    let same_as_ours = |name: &str, f: &File| {
+        let ours =
+            nix::sys::stat::stat(format!("/proc/self/ns/{name}").as_str()).map(|st| st.st_ino);
+        nix::sys::stat::fstat(f.as_raw_fd())
+            .map(|st| st.st_ino)
+            .ok()
+            == ours.ok()
+    };
+    let mut namespaces: Vec<(File, CloneFlags)> = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let f = File::open(format!("/proc/{init}/ns/{name}")).map_err(|e| {
+            other(format!(
+                "container {} is gone ({name} namespace: {e})",
+                req.id
+            ))
+        })?;
+        if *flag == CloneFlags::CLONE_NEWUSER || !same_as_ours(name, &f) {
+            namespaces.push((f, *flag));
+        }
+    }
     let stdio = match &req.stdio.console_socket {
         Some(path) => ExecStdio::Console(
             UnixStream::connect(path).map_err(|e| other(format!("console socket: {e}")))?,

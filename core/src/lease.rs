@@ -52,12 +52,39 @@ pub struct LeaseRecord {
     pub container: String,
     pub holder: Option<ProcessRef>,
     pub init: Option<ProcessRef>,
+    /// Inode of the container's user namespace. Containers that join it (a pod, `--net
+    /// container:X`) take no lease of their own: the block stays leased while any process is in
+    /// that namespace, even after the container that created it is gone.
+    #[serde(default)]
+    pub user_ns: Option<u64>,
 }
 
 impl LeaseRecord {
     fn is_stale(&self) -> bool {
-        !self.holder.is_some_and(|p| p.is_alive()) && !self.init.is_some_and(|p| p.is_alive())
+        !self.holder.is_some_and(|p| p.is_alive())
+            && !self.init.is_some_and(|p| p.is_alive())
+            && !self.user_ns.is_some_and(user_ns_in_use)
     }
+
+    /// Whether the block can go now that this container is deleted.
+    pub fn releasable(&self) -> bool {
+        !self.user_ns.is_some_and(user_ns_in_use)
+    }
+}
+
+/// Whether any process is still in the user namespace with this inode.
+pub fn user_ns_in_use(inode: u64) -> bool {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                && nix::sys::stat::stat(&e.path().join("ns/user"))
+                    .is_ok_and(|st| st.st_ino == inode)
+        })
 }
 
 pub struct LeaseDir {
@@ -182,6 +209,21 @@ impl LeaseDir {
         }
     }
 
+    /// Release every stale lease: a block whose container is gone and that no joined container
+    /// uses any more.
+    pub fn sweep(&self) {
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if let Some(block) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse().ok())
+                .map(|first| IdBlock { first })
+            {
+                self.reclaim_if_stale(block);
+            }
+        }
+    }
+
     /// The block leased to a container, if any.
     pub fn find(&self, namespace: &str, container: &str) -> Option<IdBlock> {
         fs::read_dir(&self.dir).ok()?.flatten().find_map(|e| {
@@ -223,6 +265,7 @@ mod tests {
             container: id.into(),
             holder,
             init: None,
+            user_ns: None,
         }
     }
 

@@ -152,7 +152,23 @@ impl Handle<'_> {
         unmount_all(&bundle.join("rootfs"));
         let leases = LeaseDir::new(self.layout.leases());
         if let Some(block) = leases.find(self.namespace, self.id) {
-            let _ = leases.release(block);
+            // Containers that joined this one's user namespace still use the block; the lease
+            // is then reclaimed once they are gone too.
+            match leases.read(block) {
+                Some(record) if !record.releasable() => {
+                    // Deleted: only the joined containers still hold the block now.
+                    let record = crate::lease::LeaseRecord {
+                        holder: None,
+                        ..record
+                    };
+                    let _ = leases.update(block, &record);
+                }
+                _ => {
+                    let _ = leases.release(block);
+                }
+            }
         }
+        // This may have been the last container in another one's user namespace.
+        leases.sweep();
     }
 }

@@ -401,3 +401,54 @@ fn a_requested_host_user_namespace_or_mapping_is_replaced() {
         assert!(leftovers(&id).is_empty(), "{label}: {:?}", leftovers(&id));
     }
 }
+
+#[test]
+fn a_joined_user_namespace_keeps_its_block_until_the_last_container_leaves() {
+    let owner = name("ns-owner");
+    run_detached(&owner, &[], &["sleep", "60"]);
+    let pid = ctr(&["task", "ls"])
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{owner} ")))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<i32>().ok())
+        .expect("owner pid");
+    let joiner = name("ns-joiner");
+    run_detached(
+        &joiner,
+        &["--with-ns", &format!("network:/proc/{pid}/ns/net")],
+        &["sleep", "60"],
+    );
+    let map = |id: &str| {
+        parse_uid_map(
+            &ctr(&[
+                "task",
+                "exec",
+                "--exec-id",
+                "m",
+                id,
+                "cat",
+                "/proc/self/uid_map",
+            ])
+            .stdout,
+        )
+        .expect("uid_map")
+        .1
+    };
+    let shared = map(&joiner);
+    remove(&owner);
+    // The owner is gone but its block is still in use by the joiner: nobody else may get it.
+    let other = name("ns-other");
+    let r = run(&other, &[], &["cat", "/proc/self/uid_map"]);
+    let other_block = parse_uid_map(&r.stdout).expect("uid_map").1;
+    remove(&joiner);
+    assert_ne!(
+        other_block, shared,
+        "the block of a live joined user namespace was handed out again"
+    );
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || leftovers(&owner)
+            .is_empty()),
+        "{:?}",
+        leftovers(&owner)
+    );
+}
