@@ -31,8 +31,10 @@ $C run --rm $R --mount type=bind,src=/etc/containerd,dst=/x,options=rbind:ro "$E
 
 say "ctr run $R --privileged busybox c sh -c 'ls /dev | wc -l; cat /proc/self/uid_map'   (privileged, contained)"
 $C run --rm $R --privileged "$ECI_TEST_IMAGE" "priv-$id" sh -c 'echo "$(ls /dev | wc -l) device nodes"; cat /proc/self/uid_map'
-say "ctr run $R --privileged --mount src=/tmp,...,ro busybox c sh -c 'cat /proc/uptime; mount -o remount,rw /data'   (per-container uptime; read-only stays read-only)"
-$C run --rm $R --privileged --mount type=bind,src=/tmp,dst=/data,options=rbind:ro "$ECI_TEST_IMAGE" "ro-$id" \
+vol=$(mktemp -d /var/tmp/eci-demo.XXXXXX)
+say "ctr run $R --privileged --mount src=$vol,...,ro busybox c sh -c 'cat /proc/uptime; mount -o remount,rw /data'   (per-container uptime; read-only stays read-only)"
+$C run --rm $R --privileged --mount "type=bind,src=$vol,dst=/data,options=rbind:ro" "$ECI_TEST_IMAGE" "ro-$id" \
   sh -c 'cat /proc/uptime; mount -o remount,rw /data; mkdir -p /t && mount -t tmpfs t /t && mount -o remount,ro /t /t && echo "own tmpfs: mounted and remounted ro"' || true
+rmdir "$vol"
 echo
 echo "containerd: $ECI_CONTAINERD (stop it with scripts/testenv.sh stop)"
