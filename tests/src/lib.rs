@@ -113,14 +113,37 @@ pub fn run_detached(id: &str, extra: &[&str], cmd: &[&str]) {
     assert_eq!(r.code, 0, "ctr run -d {id}: {}", r.stderr);
 }
 
+/// `ctr task exec --exec-id EXEC_ID ID cmd…`
+pub fn exec(id: &str, exec_id: &str, cmd: &[&str]) -> Run {
+    let mut args = vec!["task", "exec", "--exec-id", exec_id, id];
+    args.extend_from_slice(cmd);
+    ctr(&args)
+}
+
+/// The (pid, status) `ctr task ls` shows for task `id`, matched on the whole name.
+fn task_row(id: &str) -> Option<(i32, String)> {
+    ctr(&["task", "ls"]).stdout.lines().find_map(|l| {
+        let mut cols = l.split_whitespace();
+        (cols.next()? == id).then_some(())?;
+        Some((cols.next()?.parse().ok()?, cols.next()?.to_string()))
+    })
+}
+
+/// The task's status (RUNNING, PAUSED, STOPPED…), if it exists.
+pub fn task_status(id: &str) -> Option<String> {
+    task_row(id).map(|(_, status)| status)
+}
+
+/// The host pid of the task's init.
+pub fn task_pid(id: &str) -> Option<i32> {
+    task_row(id).map(|(pid, _)| pid)
+}
+
 /// Kill (SIGKILL) and delete a task and its container, ignoring what is already gone.
 pub fn remove(id: &str) {
     let _ = ctr(&["task", "kill", "-s", "SIGKILL", id]);
     wait_until(Duration::from_secs(10), || {
-        let r = ctr(&["task", "ls"]);
-        !r.stdout
-            .lines()
-            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING"))
+        task_status(id).as_deref() != Some("RUNNING")
     });
     let _ = ctr(&["task", "delete", id]);
     let _ = ctr(&["container", "delete", id]);

@@ -73,44 +73,10 @@ fn knobs_are_per_container_and_never_reach_the_host() {
     let (a, b) = (name("knob-a"), name("knob-b"));
     run_detached(&a, &["--privileged"], &["sleep", "60"]);
     run_detached(&b, &["--privileged"], &["sleep", "60"]);
-    let wa = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "w",
-        &a,
-        "sh",
-        "-c",
-        "echo 11 > /proc/sys/kernel/panic",
-    ]);
-    let wb = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "w",
-        &b,
-        "sh",
-        "-c",
-        "echo 22 > /proc/sys/kernel/panic",
-    ]);
-    let ra = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "r",
-        &a,
-        "cat",
-        "/proc/sys/kernel/panic",
-    ]);
-    let rb = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "r",
-        &b,
-        "cat",
-        "/proc/sys/kernel/panic",
-    ]);
+    let wa = exec(&a, "w", &["sh", "-c", "echo 11 > /proc/sys/kernel/panic"]);
+    let wb = exec(&b, "w", &["sh", "-c", "echo 22 > /proc/sys/kernel/panic"]);
+    let ra = exec(&a, "r", &["cat", "/proc/sys/kernel/panic"]);
+    let rb = exec(&b, "r", &["cat", "/proc/sys/kernel/panic"]);
     remove(&a);
     remove(&b);
     assert_eq!((wa.code, wb.code), (0, 0), "{} {}", wa.stderr, wb.stderr);

@@ -51,24 +51,8 @@ fn concurrent_containers_get_disjoint_blocks() {
     let (a, b) = (name("pair-a"), name("pair-b"));
     run_detached(&a, &[], &["sleep", "60"]);
     run_detached(&b, &[], &["sleep", "60"]);
-    let ma = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "m",
-        &a,
-        "cat",
-        "/proc/self/uid_map",
-    ]);
-    let mb = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "m",
-        &b,
-        "cat",
-        "/proc/self/uid_map",
-    ]);
+    let ma = exec(&a, "m", &["cat", "/proc/self/uid_map"]);
+    let mb = exec(&b, "m", &["cat", "/proc/self/uid_map"]);
     remove(&a);
     remove(&b);
     let (_, ha, _) = parse_uid_map(&ma.stdout).expect("a's uid_map");
@@ -86,16 +70,15 @@ fn concurrent_containers_get_disjoint_blocks() {
 fn detached_exec_pids_pause_metrics_kill_delete() {
     let id = name("detached");
     run_detached(&id, &[], &["sleep", "60"]);
-    let e = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "e1",
+    let e = exec(
         &id,
-        "sh",
-        "-c",
-        "cat /proc/self/uid_map; cat /proc/1/cmdline; exit 4",
-    ]);
+        "e1",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; cat /proc/1/cmdline; exit 4",
+        ],
+    );
     assert_eq!(e.code, 4, "{}", e.stderr);
     assert!(
         e.stdout.contains("sleep"),
@@ -109,7 +92,7 @@ fn detached_exec_pids_pause_metrics_kill_delete() {
         e.stdout
     );
 
-    let missing = ctr(&["task", "exec", "--exec-id", "e2", &id, "no-such-binary"]);
+    let missing = exec(&id, "e2", &["no-such-binary"]);
     assert_ne!(missing.code, 0);
     assert!(
         missing.stderr.contains("no-such-binary"),
@@ -128,10 +111,7 @@ fn detached_exec_pids_pause_metrics_kill_delete() {
         ctr(&["task", "ps", &id]).stdout
     );
     assert_eq!(ctr(&["task", "pause", &id]).code, 0);
-    assert!(ctr(&["task", "ls"])
-        .stdout
-        .lines()
-        .any(|l| l.starts_with(&id) && l.contains("PAUSED")));
+    assert!(task_status(&id).as_deref() == Some("PAUSED"));
     assert_eq!(ctr(&["task", "resume", &id]).code, 0);
     let metrics = ctr(&["task", "metrics", &id]);
     assert!(
@@ -141,10 +121,9 @@ fn detached_exec_pids_pause_metrics_kill_delete() {
     );
 
     assert_eq!(ctr(&["task", "kill", "-s", "SIGKILL", &id]).code, 0);
-    assert!(wait_until(Duration::from_secs(10), || ctr(&["task", "ls"])
-        .stdout
-        .lines()
-        .any(|l| l.starts_with(&id) && l.contains("STOPPED"))));
+    assert!(wait_until(Duration::from_secs(10), || task_status(&id)
+        .as_deref()
+        == Some("STOPPED")));
     assert_eq!(ctr(&["task", "delete", &id]).code, 0);
     assert_eq!(ctr(&["container", "delete", &id]).code, 0);
     assert!(leftovers(&id).is_empty(), "{:?}", leftovers(&id));
@@ -171,10 +150,9 @@ fn signals_reach_the_process_and_its_exit_code_comes_back() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ctr run");
-    assert!(wait_until(Duration::from_secs(10), || ctr(&["task", "ls"])
-        .stdout
-        .lines()
-        .any(|l| l.starts_with(&id) && l.contains("RUNNING"))));
+    assert!(wait_until(Duration::from_secs(10), || task_status(&id)
+        .as_deref()
+        == Some("RUNNING")));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(ctr(&["task", "kill", "-s", "SIGTERM", &id]).code, 0);
     let status = child.wait().expect("ctr run exits");
@@ -225,26 +203,20 @@ fn a_host_directory_is_shared_consistently_between_two_blocks() {
     let (a, b) = (name("vol-a"), name("vol-b"));
     run_detached(&a, &["--mount", &mount], &["sleep", "60"]);
     run_detached(&b, &["--mount", &mount], &["sleep", "60"]);
-    let wa = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "w",
+    let wa = exec(
         &a,
-        "sh",
-        "-c",
-        "echo a > /data/a && cat /proc/self/uid_map",
-    ]);
-    let wb = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
         "w",
+        &["sh", "-c", "echo a > /data/a && cat /proc/self/uid_map"],
+    );
+    let wb = exec(
         &b,
-        "sh",
-        "-c",
-        "echo b > /data/b && stat -c '%u %n' /data/a && cat /data/a && cat /proc/self/uid_map",
-    ]);
+        "w",
+        &[
+            "sh",
+            "-c",
+            "echo b > /data/b && stat -c '%u %n' /data/a && cat /data/a && cat /proc/self/uid_map",
+        ],
+    );
     remove(&a);
     remove(&b);
     assert_eq!(wa.code, 0, "{}", wa.stderr);
@@ -353,10 +325,7 @@ fn task_events_reach_containerd_including_oom() {
     std::thread::sleep(Duration::from_millis(300));
     let id = name("events");
     run_detached(&id, &[], &["sleep", "60"]);
-    assert_eq!(
-        ctr(&["task", "exec", "--exec-id", "ev", &id, "true"]).code,
-        0
-    );
+    assert_eq!(exec(&id, "ev", &["true"]).code, 0);
     assert_eq!(ctr(&["task", "pause", &id]).code, 0);
     assert_eq!(ctr(&["task", "resume", &id]).code, 0);
     remove(&id);

@@ -85,12 +85,7 @@ fn restricted_mounts_are_refused_after_resolution_and_audited() {
 fn joining_another_containers_network_shares_its_user_namespace() {
     let a = name("netowner");
     run_detached(&a, &[], &["sleep", "60"]);
-    let pid = ctr(&["task", "ls"])
-        .stdout
-        .lines()
-        .find(|l| l.starts_with(&format!("{a} ")))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<i32>().ok())
-        .expect("pid of a");
+    let pid = task_pid(&a).expect("pid of a");
     let b = name("netjoiner");
     let r = run(
         &b,
@@ -101,16 +96,15 @@ fn joining_another_containers_network_shares_its_user_namespace() {
             "cat /proc/self/uid_map; readlink /proc/self/ns/net",
         ],
     );
-    let ma = ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "m",
+    let ma = exec(
         &a,
-        "sh",
-        "-c",
-        "cat /proc/self/uid_map; readlink /proc/self/ns/net",
-    ]);
+        "m",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; readlink /proc/self/ns/net",
+        ],
+    );
     remove(&a);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
@@ -406,12 +400,7 @@ fn a_requested_host_user_namespace_or_mapping_is_replaced() {
 fn a_joined_user_namespace_keeps_its_block_until_the_last_container_leaves() {
     let owner = name("ns-owner");
     run_detached(&owner, &[], &["sleep", "60"]);
-    let pid = ctr(&["task", "ls"])
-        .stdout
-        .lines()
-        .find(|l| l.starts_with(&format!("{owner} ")))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<i32>().ok())
-        .expect("owner pid");
+    let pid = task_pid(&owner).expect("owner pid");
     let joiner = name("ns-joiner");
     run_detached(
         &joiner,
@@ -419,20 +408,9 @@ fn a_joined_user_namespace_keeps_its_block_until_the_last_container_leaves() {
         &["sleep", "60"],
     );
     let map = |id: &str| {
-        parse_uid_map(
-            &ctr(&[
-                "task",
-                "exec",
-                "--exec-id",
-                "m",
-                id,
-                "cat",
-                "/proc/self/uid_map",
-            ])
-            .stdout,
-        )
-        .expect("uid_map")
-        .1
+        parse_uid_map(&exec(id, "m", &["cat", "/proc/self/uid_map"]).stdout)
+            .expect("uid_map")
+            .1
     };
     let shared = map(&joiner);
     remove(&owner);

@@ -109,7 +109,7 @@ fn rules_hold_in_a_nested_mount_namespace_after_chroot_and_pivot_root() {
 fn exec_processes_are_supervised_too() {
     let id = name("sup-exec");
     run_detached(&id, &["--privileged"], &["sleep", "60"]);
-    let r = ctr(&["task", "exec", "--exec-id", "u", &id, "sh", "-c", "umount /proc/uptime; echo rc=$?; mkdir -p /t && mount -t tmpfs t /t && umount /t && echo OWN_OK"]);
+    let r = exec(&id, "u", &["sh", "-c", "umount /proc/uptime; echo rc=$?; mkdir -p /t && mount -t tmpfs t /t && umount /t && echo OWN_OK"]);
     remove(&id);
     assert!(
         r.stdout.contains("rc=1") && r.stdout.contains("OWN_OK"),
