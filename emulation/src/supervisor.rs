@@ -11,8 +11,11 @@
 
 use crate::mountops::{Op, Request};
 use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use std::fs::File;
+use nix::sched::CpuSet;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -25,26 +28,89 @@ const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 const MS_REMOUNT: u64 = libc::MS_REMOUNT;
 const MS_MOVE: u64 = libc::MS_MOVE;
 
-/// Starts the container's mount agent and returns the supervisor's end of its socket.
-pub type AgentFactory = Box<dyn FnMut() -> std::io::Result<UnixStream> + Send>;
+/// Starts the container's mount agent and returns the supervisor's end of its socket and the
+/// agent's pid.
+pub type AgentFactory = Box<dyn FnMut() -> std::io::Result<(UnixStream, i32)> + Send>;
 
 /// The agent, started on first need: most containers never unmount anything, and then pay
 /// neither its start nor its memory.
 struct Agent {
     factory: AgentFactory,
     conn: Option<UnixStream>,
+    pid: i32,
+    /// The CPU the agent is pinned to, and the CPUs this thread may run on between requests.
+    cpu: Option<i32>,
+    own_cpus: Option<CpuSet>,
+    proc_dir: Option<(i32, OwnedFd)>,
     /// The container's user namespace: the agent holds all capabilities there and acts only
     /// for processes in it, never for one in a nested user namespace it would out-rank.
     user_ns: u64,
 }
 
 impl Agent {
+    /// `/proc/<pid>` of the trapped thread, kept for the next request: an fd on a dead
+    /// process's directory fails every lookup, so a reused pid is never mistaken for it.
+    fn proc_dir(&mut self, pid: i32) -> Result<&OwnedFd, Errno> {
+        let alive = |dir: &OwnedFd| {
+            nix::sys::stat::fstatat(Some(dir.as_raw_fd()), "ns", AtFlags::empty()).is_ok()
+        };
+        let reuse = matches!(&self.proc_dir, Some((p, dir)) if *p == pid && alive(dir));
+        if !reuse {
+            let dir = nix::fcntl::open(
+                format!("/proc/{pid}").as_str(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|_| Errno::ESRCH)?;
+            // SAFETY: fresh fd from open.
+            self.proc_dir = Some((pid, unsafe { OwnedFd::from_raw_fd(dir) }));
+        }
+        self.proc_dir
+            .as_ref()
+            .map(|(_, dir)| dir)
+            .ok_or(Errno::ESRCH)
+    }
+
     fn conn(&mut self) -> Result<&mut UnixStream, Errno> {
         if self.conn.is_none() {
-            self.conn = Some((self.factory)().map_err(|_| Errno::EPERM)?);
+            let (conn, pid) = (self.factory)().map_err(|_| Errno::EPERM)?;
+            self.pid = pid;
+            self.cpu = None;
+            self.conn = Some(conn);
         }
         self.conn.as_mut().ok_or(Errno::EPERM)
     }
+
+    /// One request–answer exchange with the agent, on this thread's CPU. The kernel's
+    /// synchronous wake-up brought this thread to the trapped process's CPU; the agent is
+    /// moved there too and this thread stays there until the answer, so the round trip never
+    /// crosses CPUs (a wake-up on another CPU costs tens of microseconds in a VM, more than the
+    /// operation). Only the agent stays pinned; it runs only when asked.
+    fn exchange<T>(&mut self, exchange: impl FnOnce(&mut UnixStream) -> T) -> Result<T, Errno> {
+        // SAFETY: sched_getcpu takes no arguments.
+        let cpu = unsafe { libc::sched_getcpu() };
+        // Without our own CPU set to return to, stay unpinned.
+        let here = self.own_cpus.and(single_cpu(cpu));
+        self.conn()?;
+        if let Some(here) = &here {
+            if self.cpu != Some(cpu)
+                && nix::sched::sched_setaffinity(Pid::from_raw(self.pid), here).is_ok()
+            {
+                self.cpu = Some(cpu);
+            }
+            let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), here);
+        }
+        let answer = exchange(self.conn.as_mut().ok_or(Errno::EPERM)?);
+        if let (Some(_), Some(own)) = (here, &self.own_cpus) {
+            let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), own);
+        }
+        Ok(answer)
+    }
+}
+
+fn single_cpu(cpu: i32) -> Option<CpuSet> {
+    let mut set = CpuSet::new();
+    (cpu >= 0 && set.set(cpu as usize).is_ok()).then_some(set)
 }
 
 /// Running supervision of one container. Dropping it stops the thread and the agent.
@@ -113,6 +179,10 @@ fn serve(
     let mut agent = Agent {
         factory,
         conn: None,
+        pid: 0,
+        cpu: None,
+        own_cpus: nix::sched::sched_getaffinity(Pid::from_raw(0)).ok(),
+        proc_dir: None,
         user_ns,
     };
     if let Some(first) = fds.lock().expect("supervisor fds").first() {
@@ -303,15 +373,29 @@ fn id_valid(fd: RawFd, id: u64) -> bool {
     unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _, &mut id) == 0 }
 }
 
-fn has_cap_sys_admin(pid: i32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
+/// Whether thread `tid` has CAP_SYS_ADMIN in its effective set (in its own user namespace).
+fn has_cap_sys_admin(tid: i32) -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: tid,
     };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget with a v3 header and room for its two data words, both ours.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    r == 0 && data[0].effective & (1 << CAP_SYS_ADMIN) != 0
 }
 
 fn perform(
@@ -322,15 +406,29 @@ fn perform(
     dirfds: &[i32],
     agent: &mut Agent,
 ) -> Result<(), Errno> {
-    let same_user_ns = nix::sys::stat::stat(format!("/proc/{pid}/ns/user").as_str())
-        .is_ok_and(|st| st.st_ino == agent.user_ns);
+    let user_ns = agent.user_ns;
+    let dir = agent.proc_dir(pid)?;
+    let same_user_ns = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), "ns/user", AtFlags::empty())
+        .is_ok_and(|st| st.st_ino == user_ns);
     if !same_user_ns || !has_cap_sys_admin(pid) {
         return Err(Errno::EPERM);
     }
+    // The namespace is opened for reading: setns takes no O_PATH fd.
     let open = |what: &str| {
-        File::open(format!("/proc/{pid}/{what}"))
-            .map(OwnedFd::from)
-            .map_err(|_| Errno::ESRCH)
+        let kind = if what.starts_with("ns/") {
+            OFlag::O_RDONLY
+        } else {
+            OFlag::O_PATH
+        };
+        nix::fcntl::openat(
+            Some(dir.as_raw_fd()),
+            what,
+            kind | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        // SAFETY: fresh fd from openat.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .map_err(|_| Errno::ESRCH)
     };
     let mut fds = vec![open("ns/mnt")?, open("root")?, open("cwd")?];
     if !dirfds.is_empty() {
@@ -369,7 +467,7 @@ fn perform(
         conn.read_exact(&mut answer)?;
         Ok(i32::from_ne_bytes(answer))
     };
-    let answer = exchange(agent.conn()?);
+    let answer = agent.exchange(exchange)?;
     match answer {
         Ok(0) => Ok(()),
         Ok(e) => Err(Errno::from_raw(e)),

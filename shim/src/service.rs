@@ -922,10 +922,10 @@ impl TaskService {
             let protected = eci_emulation::supervisor::measure(init, &pinned);
             let protected = serde_json::to_string(&protected).map_err(std::io::Error::other)?;
             let exe = std::env::current_exe()?;
-            let agent = move || -> std::io::Result<std::os::unix::net::UnixStream> {
+            let agent = move || -> std::io::Result<(std::os::unix::net::UnixStream, i32)> {
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
                 // Reaped by the shim's reaper like every child; it exits when `ours` closes.
-                std::process::Command::new(&exe)
+                let child = std::process::Command::new(&exe)
                     .arg(crate::helper::AGENT_ARG)
                     .arg(init.to_string())
                     .arg(&protected)
@@ -935,7 +935,7 @@ impl TaskService {
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .spawn()?;
-                Ok(ours)
+                Ok((ours, child.id() as i32))
             };
             let user_ns = std::fs::metadata(format!("/proc/{init}/ns/user"))?;
             eci_emulation::Supervisor::start(
