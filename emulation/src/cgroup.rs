@@ -156,3 +156,39 @@ mod tests {
         );
     }
 }
+
+/// The container's limits, read at most every [`LIMITS_MAX_AGE`]: cgroup reads (memory.stat
+/// above all) cost more than serving an emulated file. Shared by the emulated files and the
+/// supervisor's CPU view.
+#[derive(Debug)]
+pub struct LimitsCache {
+    cgroup: CgroupView,
+    cached: std::sync::Mutex<Option<(std::time::Instant, Limits)>>,
+}
+
+pub const LIMITS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl LimitsCache {
+    pub fn new(cgroup: CgroupView) -> LimitsCache {
+        LimitsCache {
+            cgroup,
+            cached: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn get(&self) -> Limits {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        match *cached {
+            Some((at, limits)) if at.elapsed() < LIMITS_MAX_AGE => limits,
+            _ => {
+                let limits = self.cgroup.limits();
+                *cached = Some((std::time::Instant::now(), limits));
+                limits
+            }
+        }
+    }
+
+    pub fn cgroup(&self) -> &CgroupView {
+        &self.cgroup
+    }
+}

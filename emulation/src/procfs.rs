@@ -1,12 +1,13 @@
 //! One FUSE file system per container, served by a thread of the shim, whose files are bound
 //! over single files of the container's /proc and /sys. No daemon, no process per access.
 
-use crate::cgroup::CgroupView;
+use crate::cgroup::{CgroupView, LimitsCache};
 use crate::render;
 use fuser::{
-    BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, SessionACL, WriteFlags,
+    BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags, ReplyAttr,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, SessionACL,
+    WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -69,13 +70,18 @@ pub const EMULATED: &[Emulated] = &[
     e("/sys/devices/virtual/dmi/id/product_uuid", Kind::Uuid),
 ];
 
-/// Attributes are never cached: with `default_permissions` the kernel then asks for them on
-/// every open, which resets the size below (see [`REPORTED_SIZE`]).
-const TTL: Duration = Duration::ZERO;
-/// The size files report. Reads are direct I/O and end where the content ends, but
-/// sendfile(2) (busybox `cat`) splices through the page cache, which stops at i_size: a size of
-/// 0, as procfs reports, would read as empty. FUSE shrinks i_size to the real end after a short
-/// page read, and the next open's attribute refresh restores it.
+/// How long the kernel may serve a read-only file from its page cache before asking again:
+/// the resolution of /proc/uptime (hundredths of a second). Within it an open+read+close costs
+/// what a page-cache read costs and never reaches this process; past it, the next read asks
+/// for attributes, whose new mtime makes the kernel drop the page (`FUSE_AUTO_INVAL_DATA`),
+/// and reads it again.
+const CACHED_FOR: Duration = Duration::from_millis(10);
+/// Knobs are read afresh every time: they are read rarely, and one the container has not
+/// written shows the host's current value.
+const KNOB_TTL: Duration = Duration::ZERO;
+/// The size files report. procfs reports 0, but the page cache stops at i_size: reads end
+/// where the content ends instead (FUSE shrinks i_size to the end of a short page read until
+/// the next attribute refresh restores it).
 const REPORTED_SIZE: u64 = 1 << 20;
 const ROOT: u64 = 1;
 
@@ -86,6 +92,13 @@ fn ino_of(index: usize) -> u64 {
 fn entry_of(ino: INodeNo) -> Option<(usize, &'static Emulated)> {
     let index = usize::try_from(ino.0.checked_sub(2)?).ok()?;
     EMULATED.get(index).map(|e| (index, e))
+}
+
+fn ttl_of(ino: u64) -> Duration {
+    match entry_of(INodeNo(ino)) {
+        Some((_, e)) if e.kind == Kind::Knob => KNOB_TTL,
+        _ => CACHED_FOR,
+    }
 }
 
 fn file_name(e: &Emulated) -> String {
@@ -100,30 +113,17 @@ fn boottime() -> Duration {
 
 struct Fs {
     started: Duration,
-    cgroup: CgroupView,
+    limits: Arc<LimitsCache>,
     /// Host ID of the container's root, so that files appear as root's inside.
     owner: Arc<AtomicU32>,
     host_cpus: u32,
     uuid: String,
     knobs: Mutex<HashMap<usize, Vec<u8>>>,
-    /// cgroup reads (memory.stat above all) cost more than the FUSE round trip; a view at
-    /// most this old is served again.
-    limits: Mutex<Option<(std::time::Instant, crate::cgroup::Limits)>>,
 }
-
-const LIMITS_MAX_AGE: Duration = Duration::from_millis(100);
 
 impl Fs {
     fn limits(&self) -> crate::cgroup::Limits {
-        let mut cached = self.limits.lock().expect("limits lock");
-        match *cached {
-            Some((at, limits)) if at.elapsed() < LIMITS_MAX_AGE => limits,
-            _ => {
-                let limits = self.cgroup.limits();
-                *cached = Some((std::time::Instant::now(), limits));
-                limits
-            }
-        }
+        self.limits.get()
     }
 
     fn attr(&self, ino: u64) -> FileAttr {
@@ -175,7 +175,7 @@ impl Fs {
             Kind::Cpuinfo => render::cpuinfo(&host(), self.cpus(&self.limits())).into_bytes(),
             Kind::Stat => render::stat(&host(), self.cpus(&self.limits())).into_bytes(),
             Kind::Loadavg => {
-                let tasks = self.cgroup.tasks();
+                let tasks = self.limits.cgroup().tasks();
                 render::loadavg(1, tasks).into_bytes()
             }
             Kind::CpuOnline => render::cpu_online(self.cpus(&self.limits())).into_bytes(),
@@ -232,14 +232,14 @@ impl Filesystem for Fs {
             .iter()
             .position(|e| OsStr::new(&file_name(e)) == name)
         {
-            Some(i) => reply.entry(&TTL, &self.attr(ino_of(i)), Generation(0)),
+            Some(i) => reply.entry(&ttl_of(ino_of(i)), &self.attr(ino_of(i)), Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         if ino.0 == ROOT || entry_of(ino).is_some() {
-            reply.attr(&TTL, &self.attr(ino.0));
+            reply.attr(&ttl_of(ino.0), &self.attr(ino.0));
         } else {
             reply.error(Errno::ENOENT);
         }
@@ -267,23 +267,24 @@ impl Filesystem for Fs {
         // the following write replaces the value whole.
         match entry_of(ino) {
             Some((_, e)) if e.kind == Kind::Knob && size == Some(0) && self.may_write(req) => {
-                reply.attr(&TTL, &self.attr(ino.0))
+                reply.attr(&KNOB_TTL, &self.attr(ino.0))
             }
             _ => reply.error(Errno::EACCES),
         }
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let Some((_, e)) = entry_of(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        if writing && (e.kind != Kind::Knob || !self.may_write(req)) {
-            return reply.error(Errno::EACCES);
-        }
-        // Contents change on every read: no page cache (and, without FOPEN_KEEP_CACHE, what a
-        // splice left there is dropped at the next open).
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Without it a cached page would outlive the attribute refresh (see CACHED_FOR).
+        config
+            .add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA)
+            .map_err(|_| std::io::Error::other("the kernel's FUSE lacks FUSE_AUTO_INVAL_DATA"))
+    }
+
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // ENOSYS once, and the kernel opens every file without asking (and never sends a
+        // release): no round trip per open. Permissions are the kernel's (default_permissions,
+        // files owned by the container's root); writes are checked again in `write`.
+        reply.error(Errno::ENOSYS);
     }
 
     fn read(
@@ -372,6 +373,7 @@ impl Filesystem for Fs {
 pub struct Emulation {
     dir: PathBuf,
     owner: Arc<AtomicU32>,
+    limits: Arc<LimitsCache>,
     _session: BackgroundSession,
 }
 
@@ -381,16 +383,14 @@ impl Emulation {
     pub fn start(dir: &Path, cgroups_path: &Path, id: &str) -> std::io::Result<Emulation> {
         std::fs::create_dir_all(dir)?;
         let owner = Arc::new(AtomicU32::new(0));
+        let limits = Arc::new(LimitsCache::new(CgroupView::new(cgroups_path)));
         let fs = Fs {
             started: boottime(),
-            cgroup: CgroupView::new(cgroups_path),
+            limits: limits.clone(),
             owner: owner.clone(),
-            host_cpus: std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1),
+            host_cpus: host_cpus(),
             uuid: uuid_for(id),
             knobs: Mutex::new(HashMap::new()),
-            limits: Mutex::new(None),
         };
         let mut config = Config::default();
         config.mount_options = vec![
@@ -410,13 +410,20 @@ impl Emulation {
         Ok(Emulation {
             dir: dir.to_path_buf(),
             owner,
+            limits,
             _session: session,
         })
     }
 
-    /// Files appear owned by this host ID (the container's root).
+    /// Files appear owned by this host ID (the container's root). Attributes the kernel
+    /// cached while the container was being set up are dropped.
     pub fn set_owner(&self, host_uid: u32) {
         self.owner.store(host_uid, Ordering::Relaxed);
+        let notifier: Notifier = self._session.notifier();
+        for ino in std::iter::once(ROOT).chain((0..EMULATED.len()).map(ino_of)) {
+            // ENOENT: the kernel has not looked that file up yet, nothing to drop.
+            let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
+        }
     }
 
     /// (source on the host, target in the container, writable) for every file the host has.
@@ -447,6 +454,22 @@ impl Emulation {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// How many CPUs the container may use, when its cgroup limits them: what the
+    /// supervisor's affinity view shows.
+    pub fn cpu_view(&self) -> CpuView {
+        let limits = self.limits.clone();
+        Box::new(move || limits.get().cpus)
+    }
+}
+
+/// How many CPUs the container may use now, if its cgroup limits them.
+pub type CpuView = Box<dyn Fn() -> Option<u32> + Send>;
+
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
 }
 
 /// A stable, container-specific UUID-shaped identity (not the host's).

@@ -10,6 +10,7 @@
 //! syscalls (ENOSYS): closed, never open.
 
 use crate::mountops::{Op, Request};
+use crate::procfs::CpuView;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -128,6 +129,7 @@ impl Supervisor {
         notify: OwnedFd,
         agent: AgentFactory,
         user_ns: u64,
+        cpu_view: CpuView,
     ) -> std::io::Result<Supervisor> {
         let (stop_r, stop_w) = nix::unistd::pipe()?;
         let (wake_r, wake_w) = nix::unistd::pipe()?;
@@ -135,7 +137,7 @@ impl Supervisor {
         let shared = fds.clone();
         std::thread::Builder::new()
             .name("eci-supervisor".into())
-            .spawn(move || serve(shared, agent, user_ns, stop_r, wake_r))?;
+            .spawn(move || serve(shared, agent, user_ns, cpu_view, stop_r, wake_r))?;
         Ok(Supervisor {
             stop: stop_w,
             fds,
@@ -173,6 +175,7 @@ fn serve(
     fds: Arc<Mutex<Vec<OwnedFd>>>,
     factory: AgentFactory,
     user_ns: u64,
+    cpu_view: CpuView,
     stop: OwnedFd,
     wake: OwnedFd,
 ) {
@@ -226,7 +229,7 @@ fn serve(
                 continue;
             };
             if revents.contains(PollFlags::POLLIN) {
-                handle_one(*fd, &mut agent);
+                handle_one(*fd, &mut agent, &cpu_view);
             } else if revents
                 .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
             {
@@ -247,9 +250,14 @@ enum Verdict {
     Continue,
     Fail(Errno),
     Perform(Op, Vec<i32>),
+    /// sched_getaffinity(0, len, addr), answered from the container's CPU view.
+    Affinity {
+        len: u64,
+        addr: u64,
+    },
 }
 
-fn handle_one(fd: RawFd, agent: &mut Agent) {
+fn handle_one(fd: RawFd, agent: &mut Agent, cpu_view: &CpuView) {
     // SAFETY: seccomp_notif is plain data; RECV requires it zeroed.
     let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: RECV writes one seccomp_notif into the struct we own.
@@ -257,18 +265,23 @@ fn handle_one(fd: RawFd, agent: &mut Agent) {
         return;
     }
     let pid = req.pid as i32;
-    let verdict = decide(fd, &req).unwrap_or_else(Verdict::Fail);
+    let verdict = decide(&req).unwrap_or_else(Verdict::Fail);
     let result = match verdict {
-        Verdict::Continue => Ok(true),
+        Verdict::Continue => Ok(None),
         Verdict::Fail(e) => Err(e),
-        Verdict::Perform(op, dirfds) => perform(fd, req.id, pid, op, &dirfds, agent).map(|_| false),
+        Verdict::Perform(op, dirfds) => {
+            perform(fd, req.id, pid, op, &dirfds, agent).map(|_| Some(0))
+        }
+        Verdict::Affinity { len, addr } => {
+            affinity(fd, req.id, pid, len, addr, agent, cpu_view()).map(Some)
+        }
     };
     // SAFETY: seccomp_notif_resp is plain data.
     let mut resp: libc::seccomp_notif_resp = unsafe { std::mem::zeroed() };
     resp.id = req.id;
     match result {
-        Ok(true) => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-        Ok(false) => resp.val = 0,
+        Ok(None) => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        Ok(Some(val)) => resp.val = val,
         Err(e) => resp.error = -(e as i32),
     }
     // SAFETY: SEND reads the response struct we own; ENOENT (target gone) is fine.
@@ -277,7 +290,7 @@ fn handle_one(fd: RawFd, agent: &mut Agent) {
 
 /// Decide from integer arguments; copy pointer arguments only for operations the agent will
 /// perform (or refuse) itself.
-fn decide(fd: RawFd, req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
+fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
     let a = req.data.args;
     let pid = req.pid as i32;
     let nr = req.data.nr as libc::c_long;
@@ -359,11 +372,16 @@ fn decide(fd: RawFd, req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
         libc::SYS_open_tree | libc::SYS_fsopen | libc::SYS_fsconfig | libc::SYS_fsmount => {
             Verdict::Continue
         }
+        // Another process's mask is the kernel's answer; the caller's own is the CPU view.
+        libc::SYS_sched_getaffinity if a[0] != 0 => Verdict::Continue,
+        libc::SYS_sched_getaffinity => Verdict::Affinity {
+            len: a[1],
+            addr: a[2],
+        },
         // Picking an existing superblock to reconfigure it is refused outright.
         libc::SYS_fspick => Verdict::Fail(Errno::EPERM),
         _ => Verdict::Fail(Errno::ENOSYS),
     };
-    let _ = fd;
     Ok(verdict)
 }
 
@@ -479,6 +497,87 @@ fn perform(
     }
 }
 
+/// The trapped thread's own affinity mask, narrowed to the first `cpus` CPUs in it, written
+/// where it asked, as sched_getaffinity(2) would: the kernel's own call on the thread gives
+/// the length checks, the errors and the mask. The write goes through /proc/<tid>/mem opened
+/// before the notification is checked valid, so it can only reach that thread's memory.
+fn affinity(
+    fd: RawFd,
+    id: u64,
+    tid: i32,
+    len: u64,
+    addr: u64,
+    agent: &mut Agent,
+    cpus: Option<u32>,
+) -> Result<i64, Errno> {
+    // Far above any kernel's cpumask size, so the answer's length is the kernel's.
+    const MAX_MASK_BYTES: u64 = 64 * 1024;
+    let mut mask = vec![0u8; len.min(MAX_MASK_BYTES) as usize];
+    // SAFETY: sched_getaffinity writes at most mask.len() bytes into our buffer.
+    let copied = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            tid,
+            mask.len(),
+            mask.as_mut_ptr(),
+        )
+    };
+    if copied < 0 {
+        return Err(Errno::last());
+    }
+    mask.truncate(copied as usize);
+    if let Some(cpus) = cpus {
+        narrow_mask(&mut mask, cpus);
+    }
+    let dir = agent.proc_dir(tid)?;
+    let mem = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        "mem",
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    // SAFETY: fresh fd from openat.
+    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    .map_err(|_| Errno::ESRCH)?;
+    if !id_valid(fd, id) {
+        return Err(Errno::ESRCH);
+    }
+    let written =
+        nix::sys::uio::pwrite(&mem, &mask, addr as libc::off_t).map_err(|_| Errno::EFAULT)?;
+    if written != mask.len() {
+        return Err(Errno::EFAULT);
+    }
+    Ok(copied)
+}
+
+/// Keep the first `cpus` CPUs set in `mask`, a kernel cpumask (an array of native longs).
+fn narrow_mask(mask: &mut [u8], cpus: u32) {
+    let mut kept = 0;
+    for bit in 0..mask.len() * 8 {
+        let (byte, shift) = cpu_bit(bit, mask.len());
+        if mask[byte] & (1 << shift) != 0 {
+            if kept < cpus {
+                kept += 1;
+            } else {
+                mask[byte] &= !(1 << shift);
+            }
+        }
+    }
+}
+
+/// Where CPU `bit` lives in a kernel cpumask of `len` bytes (an array of native longs).
+fn cpu_bit(bit: usize, len: usize) -> (usize, u32) {
+    const LONG: usize = std::mem::size_of::<libc::c_ulong>();
+    let (word, in_word) = (bit / (LONG * 8), bit % (LONG * 8));
+    let byte_in_word = if cfg!(target_endian = "little") {
+        in_word / 8
+    } else {
+        LONG - 1 - in_word / 8
+    };
+    let byte = (word * LONG + byte_in_word).min(len.saturating_sub(1));
+    (byte, (in_word % 8) as u32)
+}
+
 /// Copy up to `len` bytes of the process's memory, stopping early at an unmapped page.
 fn read_bytes(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
     let mut out = vec![0u8; len];
@@ -579,4 +678,31 @@ pub fn measure(init_pid: i32, pinned_targets: &[&str]) -> crate::mountops::Prote
         }
     }
     protected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mask_keeps_its_first_cpus() {
+        // CPUs 1, 3, 9 and 64 of a 16-byte mask.
+        let mut mask = vec![0u8; 16];
+        for cpu in [1usize, 3, 9, 64] {
+            let (byte, shift) = cpu_bit(cpu, mask.len());
+            mask[byte] |= 1 << shift;
+        }
+        let mut two = mask.clone();
+        narrow_mask(&mut two, 2);
+        let set: Vec<usize> = (0..128)
+            .filter(|c| {
+                let (byte, shift) = cpu_bit(*c, two.len());
+                two[byte] & (1 << shift) != 0
+            })
+            .collect();
+        assert_eq!(set, vec![1, 3]);
+        let mut all = mask.clone();
+        narrow_mask(&mut all, 8);
+        assert_eq!(all, mask);
+    }
 }

@@ -20,10 +20,27 @@ pub const SUPERVISED: &[&str] = &[
     "fspick",
 ];
 
-/// Add supervision of [`SUPERVISED`] to the spec's seccomp profile (or a permissive profile
-/// when the spec has none). A syscall the profile denies stays denied: only what it allows
-/// unconditionally is handed to the supervisor, which can only narrow it further.
+/// Emulated when the container has a CPU quota: the affinity mask a process sees then holds
+/// as many CPUs as the quota allows (rounded up), so `nproc` and runtimes sizing thread pools
+/// (Go, Java, Rust's available_parallelism) see the container's CPUs, not the host's. A cpuset
+/// needs no emulation: the kernel already narrows the mask.
+pub const CPU_VIEW: &str = "sched_getaffinity";
+
+fn has_cpu_quota(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref())
+        .and_then(|c| c.quota())
+        .is_some_and(|q| q > 0)
+}
+
+/// Add supervision of [`SUPERVISED`] (and [`CPU_VIEW`] under a CPU quota) to the spec's
+/// seccomp profile (or a permissive profile when the spec has none). A syscall the profile
+/// denies stays denied: only what it allows unconditionally is handed to the supervisor,
+/// which can only narrow it further.
 pub fn supervise(spec: &mut Spec, listener: &Path) {
+    let cpu_view = has_cpu_quota(spec).then_some(CPU_VIEW);
     let Some(mut linux) = spec.linux().clone() else {
         return;
     };
@@ -35,6 +52,7 @@ pub fn supervise(spec: &mut Spec, listener: &Path) {
     });
     let trapped: Vec<String> = SUPERVISED
         .iter()
+        .chain(cpu_view.iter())
         .filter(|name| allowed_unconditionally(&seccomp, name))
         .map(|s| s.to_string())
         .collect();
@@ -112,6 +130,29 @@ mod tests {
                 Action::ScmpActNotify
             )]
         );
+    }
+
+    #[test]
+    fn a_cpu_quota_adds_the_affinity_view() {
+        let mut spec = ctr_spec();
+        supervise(&mut spec, Path::new("/run/x.sock"));
+        assert!(!rules(&spec)[0].0.contains(&CPU_VIEW.to_string()));
+
+        let mut spec = ctr_spec();
+        let mut linux = spec.linux().clone().unwrap();
+        let cpu = oci_spec::runtime::LinuxCpuBuilder::default()
+            .quota(50_000i64)
+            .period(100_000u64)
+            .build()
+            .unwrap();
+        let resources = oci_spec::runtime::LinuxResourcesBuilder::default()
+            .cpu(cpu)
+            .build()
+            .unwrap();
+        linux.set_resources(Some(resources));
+        spec.set_linux(Some(linux));
+        supervise(&mut spec, Path::new("/run/x.sock"));
+        assert!(rules(&spec)[0].0.contains(&CPU_VIEW.to_string()));
     }
 
     #[test]

@@ -917,6 +917,7 @@ impl TaskService {
                 .into_iter()
                 .map(|(_, target, _)| target.display().to_string()),
         );
+        let cpu_view = emulation.cpu_view();
         tokio::task::spawn_blocking(move || -> std::io::Result<eci_emulation::Supervisor> {
             let pinned: Vec<&str> = pinned.iter().map(String::as_str).collect();
             let protected = eci_emulation::supervisor::measure(init, &pinned);
@@ -942,6 +943,7 @@ impl TaskService {
                 notify,
                 Box::new(agent),
                 std::os::unix::fs::MetadataExt::ino(&user_ns),
+                cpu_view,
             )
         })
         .await

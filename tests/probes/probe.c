@@ -8,7 +8,8 @@
  *   probe mount-bench N DIR         N x (mount tmpfs DIR; umount DIR): p50/p99 us per op
  *   probe mount-bench-lazy N DIR    the same with umount2(MNT_DETACH)
  *   probe getpid-bench N            N x getpid: mean ns per call
- *   probe read-bench N FILE         N x open+read+close: p50/p99 us, reads/s
+ *   probe read-bench N FILE [GAP]   N x open+read+close: p50/p99 us, reads/s; with GAP,
+ *                                   GAP us of sleep before each (no read finds a warm cache)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -106,10 +107,12 @@ int main(int argc, char **argv) {
 	}
 	if (!strcmp(cmd, "read-bench") && argc > 3) {
 		int n = atoi(argv[2]);
+		int gap_us = argc > 4 ? atoi(argv[4]) : 0;
 		double *v = calloc(n, sizeof *v);
 		char buf[65536];
 		double start = now_us();
 		for (int i = 0; i < n; i++) {
+			if (gap_us) usleep(gap_us);
 			double t0 = now_us();
 			int fd = open(argv[3], O_RDONLY);
 			if (fd < 0) return report("open", -1);
@@ -119,7 +122,7 @@ int main(int argc, char **argv) {
 		}
 		double total = now_us() - start;
 		percentiles(argv[3], v, n);
-		printf("%s reads_per_s=%.0f\n", argv[3], n / (total / 1e6));
+		if (!gap_us) printf("%s reads_per_s=%.0f\n", argv[3], n / (total / 1e6));
 		return 0;
 	}
 	return 2;

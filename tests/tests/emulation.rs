@@ -52,7 +52,7 @@ fn memory_and_cpu_views_come_from_the_cgroup() {
     let r = run(
         &name("limits"),
         &["--memory-limit", "268435456", "--cpus", "1"],
-        &["sh", "-c", "grep -E '^(MemTotal|SwapTotal):' /proc/meminfo; cat /sys/devices/system/cpu/online; grep -c ^processor /proc/cpuinfo; grep -c '^cpu[0-9]' /proc/stat; wc -l < /proc/swaps; free | grep -c Mem"],
+        &["sh", "-c", "grep -E '^(MemTotal|SwapTotal):' /proc/meminfo; cat /sys/devices/system/cpu/online; grep -c ^processor /proc/cpuinfo; grep -c '^cpu[0-9]' /proc/stat; wc -l < /proc/swaps; free | grep -c Mem; nproc"],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines: Vec<&str> = r.stdout.lines().map(str::trim).collect();
@@ -64,7 +64,11 @@ fn memory_and_cpu_views_come_from_the_cgroup() {
         lines[1].split_whitespace().collect::<Vec<_>>(),
         ["SwapTotal:", "0", "kB"]
     );
-    assert_eq!(&lines[2..], ["0", "1", "1", "1", "1"], "{}", r.stdout);
+    assert_eq!(&lines[2..], ["0", "1", "1", "1", "1", "1"], "{}", r.stdout);
+
+    let host_cpus = std::thread::available_parallelism().unwrap().get();
+    let unlimited = run(&name("nolimit"), &[], &["nproc"]);
+    assert_eq!(unlimited.stdout.trim(), host_cpus.to_string());
 }
 
 #[test]
@@ -76,11 +80,30 @@ fn knobs_are_per_container_and_never_reach_the_host() {
     let wa = exec(&a, "w", &["sh", "-c", "echo 11 > /proc/sys/kernel/panic"]);
     let wb = exec(&b, "w", &["sh", "-c", "echo 22 > /proc/sys/kernel/panic"]);
     let ra = exec(&a, "r", &["cat", "/proc/sys/kernel/panic"]);
+    // Written and read back at once: a read must not find the bytes written (or a page the
+    // kernel cached before the write) instead of the value the file keeps.
+    let thp = "/sys/kernel/mm/transparent_hugepage/enabled";
+    let host_thp = std::fs::read_to_string(thp).ok();
+    let ta = host_thp.as_ref().map(|_| {
+        exec(
+            &a,
+            "t",
+            &[
+                "sh",
+                "-c",
+                &format!("cat {thp} >/dev/null; echo never > {thp} && cat {thp}"),
+            ],
+        )
+    });
     let rb = exec(&b, "r", &["cat", "/proc/sys/kernel/panic"]);
     remove(&a);
     remove(&b);
     assert_eq!((wa.code, wb.code), (0, 0), "{} {}", wa.stderr, wb.stderr);
     assert_eq!((ra.stdout.trim(), rb.stdout.trim()), ("11", "22"));
+    if let (Some(host), Some(ta)) = (host_thp, ta) {
+        assert!(ta.stdout.contains("[never]"), "{} {}", ta.stdout, ta.stderr);
+        assert_eq!(std::fs::read_to_string(thp).unwrap(), host);
+    }
     assert_eq!(
         std::fs::read_to_string("/proc/sys/kernel/panic").unwrap(),
         host_panic
