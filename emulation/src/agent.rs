@@ -5,6 +5,7 @@
 //! operation then uses that same fd, so nothing can change between the check and the use.
 
 use crate::mountops::{MountKey, Op, Protected, Request, KEPT_FLAGS};
+use crate::newmount::{Joined, NewMount};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
 use nix::sched::{setns, CloneFlags};
@@ -49,6 +50,16 @@ pub fn main(args: &[String]) -> i32 {
     if joined.is_err() {
         return 1;
     }
+    // And the container's root as owner of what it creates (a tmpfs root, say), not the host
+    // root, which is unmapped in there.
+    let root = nix::unistd::Uid::from_raw(0);
+    let root_group = nix::unistd::Gid::from_raw(0);
+    let _ = nix::unistd::setgroups(&[]);
+    if nix::unistd::setresgid(root_group, root_group, root_group).is_err()
+        || nix::unistd::setresuid(root, root, root).is_err()
+    {
+        return 1;
+    }
     serve(sock, &host_proc, &protected);
     0
 }
@@ -56,8 +67,10 @@ pub fn main(args: &[String]) -> i32 {
 fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut joined_ns = None;
+    let mut joined = Joined::default();
+    let mut protected = protected.clone();
     loop {
-        let mut cmsg = nix::cmsg_space!([RawFd; 5]);
+        let mut cmsg = nix::cmsg_space!([RawFd; 16]);
         let (len, fds) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let Ok(msg) = recvmsg::<()>(
@@ -88,7 +101,14 @@ fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
         }
         let errno = match serde_json::from_slice::<Request>(&buf[..len]) {
             Ok(req) if fds.len() >= 3 => {
-                match perform(&req.op, &fds, host_proc, protected, &mut joined_ns) {
+                match perform(
+                    &req.op,
+                    &fds,
+                    host_proc,
+                    &mut protected,
+                    &mut joined_ns,
+                    &mut joined,
+                ) {
                     Ok(()) => 0,
                     Err(e) => e as i32,
                 }
@@ -102,7 +122,7 @@ fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
 }
 
 /// The mount ID of the mount `fd` is on.
-fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
+pub(crate) fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
     // SAFETY: statx is plain data; the kernel fills it.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: statx on our fd with an empty path, writing into the struct we own.
@@ -121,7 +141,7 @@ fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
     Ok(stx.stx_mnt_id)
 }
 
-fn key(fd: &OwnedFd) -> Result<MountKey, Errno> {
+pub(crate) fn key(fd: &OwnedFd) -> Result<MountKey, Errno> {
     let st = fstat(fd.as_raw_fd())?;
     Ok((st.st_dev, st.st_ino))
 }
@@ -150,13 +170,15 @@ fn cvt(ret: libc::c_long) -> Result<(), Errno> {
     }
 }
 
-/// fds: [mount namespace, root, cwd, optional dirfds…] of the trapped process.
+/// fds: [mount namespace, root, cwd, optional dirfds…] of the trapped process; for a new
+/// mount, its other namespaces and FUSE fd instead of dirfds.
 fn perform(
     op: &Op,
     fds: &[OwnedFd],
     host_proc: &OwnedFd,
-    protected: &Protected,
+    protected: &mut Protected,
     joined_ns: &mut Option<u64>,
+    joined: &mut Joined,
 ) -> Result<(), Errno> {
     let mount_ns = fstat(fds[0].as_raw_fd())?.st_ino;
     let pinned = |fd: &OwnedFd| -> Result<bool, Errno> {
@@ -179,6 +201,25 @@ fn perform(
         }
     };
     match op {
+        Op::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => {
+            let namespaces = fds.get(3..7).ok_or(Errno::EBADF)?;
+            let m = NewMount {
+                source: source.as_deref(),
+                target,
+                fstype: fstype.as_deref(),
+                flags: *flags,
+                data: data.as_deref(),
+                namespaces,
+                fuse: fds.get(7),
+            };
+            crate::newmount::mount(&m, host_proc, joined, protected)
+        }
         Op::Umount { target, flags } => {
             let fd = resolve(cwd, target, flags & libc::UMOUNT_NOFOLLOW == 0)?;
             if pinned(&fd)? {
@@ -303,6 +344,7 @@ fn perform(
             if pinned(&from)? {
                 return Err(Errno::EBUSY);
             }
+            crate::newmount::cover(&from, protected)?;
             let to = open_end(
                 to_base,
                 to_path,

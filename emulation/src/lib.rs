@@ -6,11 +6,13 @@
 //! Sysbox — memory and CPU views derived from the container's cgroup.
 //!
 //! [`supervisor`]: the seccomp-notify supervisor for the mount family, with the [`agent`]
-//! process that performs allowed operations inside the container's namespaces.
+//! process that performs allowed operations inside the container's namespaces ([`newmount`]:
+//! new file systems, a procfs or sysfs with the emulated files already bound in).
 
 pub mod agent;
 pub mod cgroup;
 pub mod mountops;
+pub mod newmount;
 pub mod procfs;
 pub mod render;
 pub mod supervisor;

@@ -27,6 +27,10 @@ pub struct Protected {
     pub mount_ns: u64,
     /// Every mount present at start, with the flags (of [`KEPT_FLAGS`]) it must keep.
     pub flags: Vec<(MountKey, u64)>,
+    /// The emulated files: where they are bound (`/proc/uptime`) and the root of that bind.
+    /// A procfs or sysfs the container mounts later gets them too.
+    #[serde(default)]
+    pub emulated: Vec<(String, MountKey)>,
 }
 
 impl Protected {
@@ -49,6 +53,15 @@ impl Protected {
 /// process's strings, read once: nothing is read from the process after the decision.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Op {
+    /// A new file system (mount(2) without remount, bind, move or propagation flags), with
+    /// the process's data page copied as bytes.
+    Mount {
+        source: Option<String>,
+        target: String,
+        fstype: Option<String>,
+        flags: u64,
+        data: Option<Vec<u8>>,
+    },
     Umount {
         target: String,
         flags: i32,

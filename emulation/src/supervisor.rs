@@ -28,6 +28,9 @@ const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
 const MS_REMOUNT: u64 = libc::MS_REMOUNT;
 const MS_MOVE: u64 = libc::MS_MOVE;
+const MS_BIND: u64 = libc::MS_BIND;
+const MS_PROPAGATION: u64 =
+    libc::MS_SHARED | libc::MS_PRIVATE | libc::MS_SLAVE | libc::MS_UNBINDABLE;
 
 /// Starts the container's mount agent and returns the supervisor's end of its socket and the
 /// agent's pid.
@@ -306,6 +309,10 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
                     },
                     vec![],
                 )
+            } else if flags & (MS_BIND | MS_PROPAGATION) != 0 {
+                // A bind (clones keep the kernel's locks and this supervisor's flags) or a
+                // propagation change: decided on flags alone.
+                Verdict::Continue
             } else if flags & MS_MOVE != 0 {
                 Verdict::Perform(
                     Op::Move {
@@ -315,9 +322,24 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
                     vec![],
                 )
             } else {
-                // A new file system, a bind (clones keep the kernel's locks and this
-                // supervisor's flags), or a propagation change: decided on flags alone.
-                Verdict::Continue
+                // A new file system. The agent mounts it in the process's namespaces, so that
+                // a procfs or sysfs carries the emulated files before it appears; letting the
+                // kernel go on after reading the type would trust a string the process can
+                // still change.
+                Verdict::Perform(
+                    Op::Mount {
+                        source: read_opt_str(pid, a[0])?,
+                        target: read_str(pid, a[1])?,
+                        fstype: read_opt_str(pid, a[2])?,
+                        flags,
+                        data: if a[4] == 0 {
+                            None
+                        } else {
+                            Some(read_bytes(pid, a[4], 4096)?)
+                        },
+                    },
+                    vec![],
+                )
             }
         }
         libc::SYS_umount2 => Verdict::Perform(
@@ -385,6 +407,41 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
     Ok(verdict)
 }
 
+/// The namespaces, after the mount namespace, root and cwd, that a new mount is made in.
+pub const MOUNT_NAMESPACES: [&str; 4] = ["ns/pid", "ns/net", "ns/ipc", "ns/cgroup"];
+
+/// A copy of the thread's fd `fd`.
+fn steal_fd(tid: i32, fd: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open with a pid and flags, no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
+    if pidfd < 0 {
+        return Err(Errno::ESRCH);
+    }
+    // SAFETY: fresh fd from pidfd_open.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd copies the target's fd into our table; no pointers.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: fresh fd from pidfd_getfd.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+}
+
+/// The `fd=N` option of a FUSE mount's data.
+pub fn fuse_fd(fstype: Option<&str>, data: Option<&[u8]>) -> Option<i32> {
+    let fstype = fstype?;
+    if fstype != "fuse" && !fstype.starts_with("fuse.") && fstype != "fuseblk" {
+        return None;
+    }
+    let data = data?;
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    std::str::from_utf8(&data[..end])
+        .ok()?
+        .split(',')
+        .find_map(|o| o.strip_prefix("fd=")?.parse().ok())
+}
+
 fn id_valid(fd: RawFd, id: u64) -> bool {
     let mut id = id;
     // SAFETY: ID_VALID reads the u64 id we own.
@@ -449,23 +506,19 @@ fn perform(
         .map_err(|_| Errno::ESRCH)
     };
     let mut fds = vec![open("ns/mnt")?, open("root")?, open("cwd")?];
-    if !dirfds.is_empty() {
-        // SAFETY: pidfd_open with a pid and flags, no pointers.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, PIDFD_THREAD) };
-        if pidfd < 0 {
-            return Err(Errno::ESRCH);
+    if let Op::Mount { fstype, data, .. } = &op {
+        // A file system is made in its mounter's namespaces: procfs shows a pid namespace,
+        // sysfs a network namespace, mqueue an IPC one, cgroupfs a cgroup one.
+        for ns in MOUNT_NAMESPACES {
+            fds.push(open(ns)?);
         }
-        // SAFETY: fresh fd from pidfd_open.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-        for d in dirfds {
-            // SAFETY: pidfd_getfd copies the target's fd into our table; no pointers.
-            let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), *d, 0) };
-            if copy < 0 {
-                return Err(Errno::EBADF);
-            }
-            // SAFETY: fresh fd from pidfd_getfd.
-            fds.push(unsafe { OwnedFd::from_raw_fd(copy as RawFd) });
+        // A FUSE mount names its /dev/fuse by fd number in the process's table.
+        if let Some(fd) = fuse_fd(fstype.as_deref(), data.as_deref()) {
+            fds.push(steal_fd(pid, fd)?);
         }
+    }
+    for d in dirfds {
+        fds.push(steal_fd(pid, *d)?);
     }
     // Everything about the process has been read and opened: is it still the same request?
     if !id_valid(fd, id) {
@@ -624,27 +677,20 @@ fn read_opt_str(pid: i32, addr: u64) -> Result<Option<String>, Errno> {
 }
 
 /// Protection facts for the agent, measured from the container's init before it starts.
-pub fn measure(init_pid: i32, pinned_targets: &[&str]) -> crate::mountops::Protected {
+/// `emulated` are the emulated files' (target, source on the host): their keys come from the
+/// source, since a path under the container's /proc/sys/net resolves differently from the
+/// shim's network namespace.
+pub fn measure(
+    init_pid: i32,
+    pinned_targets: &[&str],
+    emulated: &[(String, std::path::PathBuf)],
+) -> crate::mountops::Protected {
     use crate::mountops::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY};
     let root = format!("/proc/{init_pid}/root");
-    let key = |path: &str| {
-        nix::sys::stat::stat(format!("{root}{path}").as_str())
+    let key_of = |path: &str| {
+        nix::sys::stat::stat(path)
             .ok()
             .map(|st| (st.st_dev, st.st_ino))
-    };
-    let mount_id = |path: &str| -> u64 {
-        let Ok(c) = std::ffi::CString::new(format!("{root}{path}")) else {
-            return 0;
-        };
-        // SAFETY: statx is plain data; the kernel fills it.
-        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-        // SAFETY: statx of a NUL-terminated path into the struct we own.
-        let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_MNT_ID, &mut stx) };
-        if r == 0 {
-            stx.stx_mnt_id
-        } else {
-            0
-        }
     };
     let mut protected = crate::mountops::Protected {
         mount_ns: nix::sys::stat::stat(format!("/proc/{init_pid}/ns/mnt").as_str())
@@ -656,7 +702,11 @@ pub fn measure(init_pid: i32, pinned_targets: &[&str]) -> crate::mountops::Prote
         std::fs::read_to_string(format!("/proc/{init_pid}/mountinfo")).unwrap_or_default();
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(mountpoint), Some(options)) = (fields.get(4), fields.get(5)) else {
+        let (Some(mount_id), Some(mountpoint), Some(options)) = (
+            fields.first().and_then(|id| id.parse::<u64>().ok()),
+            fields.get(4),
+            fields.get(5),
+        ) else {
             continue;
         };
         let mut flags = 0;
@@ -670,11 +720,20 @@ pub fn measure(init_pid: i32, pinned_targets: &[&str]) -> crate::mountops::Prote
             };
         }
         let mountpoint = mountpoint.replace("\\040", " ");
-        if let Some(k) = key(&mountpoint) {
-            protected.flags.push((k, flags));
-            if pinned_targets.contains(&mountpoint.as_str()) {
-                protected.pinned.push((k, mount_id(&mountpoint)));
-            }
+        let source = emulated.iter().find(|(target, _)| *target == mountpoint);
+        let key = match source {
+            Some((_, source)) => key_of(&source.display().to_string()),
+            None => key_of(&format!("{root}{mountpoint}")),
+        };
+        let Some(k) = key else {
+            continue;
+        };
+        protected.flags.push((k, flags));
+        if pinned_targets.contains(&mountpoint.as_str()) || source.is_some() {
+            protected.pinned.push((k, mount_id));
+        }
+        if source.is_some() {
+            protected.emulated.push((mountpoint, k));
         }
     }
     protected

@@ -910,17 +910,16 @@ impl TaskService {
         init: i32,
         emulation: &eci_emulation::Emulation,
     ) -> TResult<eci_emulation::Supervisor> {
-        let mut pinned: Vec<String> = PINNED.iter().map(|s| s.to_string()).collect();
-        pinned.extend(
-            emulation
-                .binds()
-                .into_iter()
-                .map(|(_, target, _)| target.display().to_string()),
-        );
+        let emulated: Vec<(String, std::path::PathBuf)> = emulation
+            .binds()
+            .into_iter()
+            .map(|(source, target, _)| (target.display().to_string(), source))
+            .collect();
+        let pinned: Vec<String> = PINNED.iter().map(|s| s.to_string()).collect();
         let cpu_view = emulation.cpu_view();
         tokio::task::spawn_blocking(move || -> std::io::Result<eci_emulation::Supervisor> {
             let pinned: Vec<&str> = pinned.iter().map(String::as_str).collect();
-            let protected = eci_emulation::supervisor::measure(init, &pinned);
+            let protected = eci_emulation::supervisor::measure(init, &pinned, &emulated);
             let protected = serde_json::to_string(&protected).map_err(std::io::Error::other)?;
             let exe = std::env::current_exe()?;
             let agent = move || -> std::io::Result<(std::os::unix::net::UnixStream, i32)> {

@@ -8,6 +8,7 @@
  *   probe mount-bench N DIR         N x (mount tmpfs DIR; umount DIR): p50/p99 us per op
  *   probe mount-bench-lazy N DIR    the same with umount2(MNT_DETACH)
  *   probe getpid-bench N            N x getpid: mean ns per call
+ *   probe fsmount-proc DIR          mount a procfs at DIR with fsopen/fsconfig/fsmount/move_mount
  *   probe read-bench N FILE [GAP]   N x open+read+close: p50/p99 us, reads/s; with GAP,
  *                                   GAP us of sleep before each (no read finds a warm cache)
  */
@@ -66,6 +67,14 @@ int main(int argc, char **argv) {
 		int rc = report("setattr-clone-rw", syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &a, sizeof a));
 		rc |= report("move_mount", syscall(SYS_move_mount, fd, "", AT_FDCWD, argv[3], F_EMPTY));
 		return rc;
+	}
+	if (!strcmp(cmd, "fsmount-proc")) {
+		int fs = syscall(SYS_fsopen, "proc", 0);
+		if (report("fsopen", fs)) return 1;
+		if (report("fsconfig", syscall(SYS_fsconfig, fs, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0))) return 1;
+		int mnt = syscall(SYS_fsmount, fs, 0, 0);
+		if (report("fsmount", mnt)) return 1;
+		return report("move_mount", syscall(SYS_move_mount, mnt, "", AT_FDCWD, argv[2], F_EMPTY));
 	}
 	if (!strcmp(cmd, "bpf-next-map")) {
 		union { struct { uint32_t start_id, next_id; } id; char pad[128]; } attr;

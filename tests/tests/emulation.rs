@@ -124,3 +124,47 @@ fn busybox_tools_still_work() {
         r.stderr
     );
 }
+
+#[test]
+fn a_procfs_or_sysfs_the_container_mounts_gets_the_emulation() {
+    let host_panic = std::fs::read_to_string("/proc/sys/kernel/panic").unwrap();
+    let probe = probe_mount();
+    let script = "echo 9 > /proc/sys/kernel/panic; mkdir -p /p /q /s /t; \
+        mount -t proc proc /p && echo legacy $(cut -d' ' -f1 /p/uptime) $(cat /p/sys/kernel/panic); \
+        unshare -p -f -m --mount-proc sh -c 'echo nested $(cut -d\" \" -f1 /proc/uptime) $(cat /proc/1/comm) $(wc -l < /proc/swaps)'; \
+        /probe/probe fsmount-proc /q >/dev/null && echo new-api $(cut -d' ' -f1 /q/uptime); \
+        mount -t sysfs sysfs /s && echo sysfs $(cat /s/devices/system/cpu/online); \
+        umount /p/uptime 2>/dev/null || echo bind-pinned; \
+        mount -t tmpfs -o size=1m t /t && touch /t/f && echo tmpfs ok; \
+        umount /p && umount /q && umount /s && umount /t && echo unmounted";
+    let r = run(
+        &name("newproc"),
+        &["--privileged", "--cpus", "1", "--mount", &probe],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fields = |prefix: &str| -> Vec<String> {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line: {} {}", r.stdout, r.stderr))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let small = |v: &str| v.parse::<f64>().is_ok_and(|s| s < 60.0);
+    let legacy = fields("legacy ");
+    assert!(small(&legacy[0]) && legacy[1] == "9", "{:?}", legacy);
+    let nested = fields("nested ");
+    assert!(small(&nested[0]), "{nested:?}");
+    assert_eq!(&nested[1..], ["sh", "1"], "new pid namespace, no host swap");
+    assert!(small(&fields("new-api ")[0]));
+    assert_eq!(fields("sysfs "), ["0"], "a quota of 1 CPU");
+    for line in ["bind-pinned", "tmpfs ok", "unmounted"] {
+        assert!(r.stdout.lines().any(|l| l == line), "{line}: {}", r.stdout);
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/panic").unwrap(),
+        host_panic
+    );
+}

@@ -1,0 +1,461 @@
+//! New file systems, mounted by the agent for a trapped process: in its namespaces, under its
+//! root and working directory, with the supervisor's copies of its arguments. A procfs or sysfs
+//! is built detached, gets the container's emulated files bound inside, and only then appears
+//! at its target: no process ever sees it without them.
+
+use crate::mountops::{MountKey, Protected};
+use nix::errno::Errno;
+use nix::sched::{setns, CloneFlags};
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_SYMLINKS: libc::c_uint = 0x10;
+
+/// The namespaces of the agent's last request besides the mount namespace, so that a burst of
+/// mounts from one process enters each once.
+#[derive(Default)]
+pub struct Joined {
+    net: Option<u64>,
+    ipc: Option<u64>,
+    cgroup: Option<u64>,
+}
+
+/// What the new mount is made from. `namespaces` are the process's pid, net, ipc and cgroup
+/// namespaces (in [`crate::supervisor::MOUNT_NAMESPACES`] order); `fuse` its /dev/fuse fd, for
+/// a FUSE mount.
+pub struct NewMount<'a> {
+    pub source: Option<&'a str>,
+    pub target: &'a str,
+    pub fstype: Option<&'a str>,
+    pub flags: u64,
+    pub data: Option<&'a [u8]>,
+    pub namespaces: &'a [OwnedFd],
+    pub fuse: Option<&'a OwnedFd>,
+}
+
+fn ns_inode(fd: &OwnedFd) -> Result<u64, Errno> {
+    Ok(nix::sys::stat::fstat(fd.as_raw_fd())?.st_ino)
+}
+
+/// Enter `fd`'s namespace unless the agent is in it already. `own` is the agent's namespace of
+/// that kind, for the first request: a process still sharing the host's (cgroup namespace) is
+/// left there, where the agent has no capability to enter anyway.
+fn join(
+    fd: &OwnedFd,
+    kind: CloneFlags,
+    current: &mut Option<u64>,
+    own: impl FnOnce() -> Option<u64>,
+) -> Result<(), Errno> {
+    let wanted = ns_inode(fd)?;
+    if current.is_none() {
+        *current = own();
+    }
+    if *current != Some(wanted) {
+        setns(fd.as_fd(), kind)?;
+        *current = Some(wanted);
+    }
+    Ok(())
+}
+
+fn cstring(s: &str) -> Result<CString, Errno> {
+    CString::new(s).map_err(|_| Errno::EINVAL)
+}
+
+fn cvt(ret: libc::c_long) -> Result<libc::c_long, Errno> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Mount `m` for the process whose root and cwd the agent has taken. `host_proc` is the
+/// host's /proc (for the agent's own namespaces); emulated files found are pinned in
+/// `protected`.
+pub fn mount(
+    m: &NewMount,
+    host_proc: &OwnedFd,
+    joined: &mut Joined,
+    protected: &mut Protected,
+) -> Result<(), Errno> {
+    let [pid_ns, net, ipc, cgroup] = m.namespaces else {
+        return Err(Errno::EBADF);
+    };
+    let own = |name: &str| {
+        nix::sys::stat::fstatat(
+            Some(host_proc.as_raw_fd()),
+            format!("self/ns/{name}").as_str(),
+            nix::fcntl::AtFlags::empty(),
+        )
+        .ok()
+        .map(|st| st.st_ino)
+    };
+    join(net, CloneFlags::CLONE_NEWNET, &mut joined.net, || {
+        own("net")
+    })?;
+    join(ipc, CloneFlags::CLONE_NEWIPC, &mut joined.ipc, || {
+        own("ipc")
+    })?;
+    join(
+        cgroup,
+        CloneFlags::CLONE_NEWCGROUP,
+        &mut joined.cgroup,
+        || own("cgroup"),
+    )?;
+    match m.fstype {
+        Some("proc") => emulated(m, "/proc/", pid_ns, protected),
+        Some("sysfs") => emulated(m, "/sys/", pid_ns, protected),
+        _ => legacy(m),
+    }
+}
+
+/// mount(2) as the process asked, paths resolved from its root and cwd.
+fn legacy(m: &NewMount) -> Result<(), Errno> {
+    let source = m.source.map(cstring).transpose()?;
+    let target = cstring(m.target)?;
+    let fstype = m.fstype.map(cstring).transpose()?;
+    let mut data = m.data.map(<[u8]>::to_vec);
+    if let (Some(fd), Some(fuse)) = (
+        crate::supervisor::fuse_fd(m.fstype, m.data),
+        m.fuse.map(AsRawFd::as_raw_fd),
+    ) {
+        data = data.map(|d| renumber_fuse_fd(&d, fd, fuse));
+    }
+    if let Some(d) = data.as_mut() {
+        d.push(0);
+    }
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is a NUL-terminated copy we own, or null where mount(2) allows it.
+    let r = unsafe {
+        libc::mount(
+            ptr(&source),
+            target.as_ptr(),
+            ptr(&fstype),
+            m.flags as libc::c_ulong,
+            data.as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void),
+        )
+    };
+    cvt(r as libc::c_long).map(drop)
+}
+
+/// `fd=N` in a FUSE mount's options, with N the process's fd number, made ours.
+fn renumber_fuse_fd(data: &[u8], theirs: i32, ours: RawFd) -> Vec<u8> {
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    let text = String::from_utf8_lossy(&data[..end]);
+    text.split(',')
+        .map(|o| {
+            if o == format!("fd={theirs}") {
+                format!("fd={ours}")
+            } else {
+                o.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes()
+}
+
+/// Mount flags of mount(2) as mount attributes of fsmount(2).
+fn attributes(flags: u64) -> libc::c_uint {
+    [
+        (libc::MS_RDONLY, 0x1),
+        (libc::MS_NOSUID, 0x2),
+        (libc::MS_NODEV, 0x4),
+        (libc::MS_NOEXEC, 0x8),
+        (libc::MS_NOATIME, 0x10),
+        (libc::MS_STRICTATIME, 0x20),
+        (libc::MS_NODIRATIME, 0x80),
+    ]
+    .iter()
+    .filter(|(ms, _)| flags & *ms != 0)
+    .fold(0, |attr, (_, a)| attr | a)
+}
+
+/// The emulated files under `prefix` as the process sees them now, cloned in its mount
+/// namespace (the kernel attaches a clone only in the namespace it came from), and those it
+/// cannot reach at all. One it reaches unemulated (a per-pid-namespace knob such as pid_max
+/// in a nested pid namespace) is its own already and needs no covering.
+type Clone = (String, MountKey, OwnedFd);
+fn clone_emulated(protected: &Protected, prefix: &str) -> (Vec<Clone>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut unreachable = Vec::new();
+    for (target, key) in &protected.emulated {
+        let Some(rel) = target.strip_prefix(prefix) else {
+            continue;
+        };
+        let Ok(path) = cstring(target) else {
+            continue;
+        };
+        // SAFETY: open_tree on a NUL-terminated path; a new fd or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            unreachable.push(rel.to_string());
+            continue;
+        }
+        // SAFETY: fresh fd from open_tree.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        if crate::agent::key(&fd).ok() == Some(*key) {
+            found.push((rel.to_string(), *key, fd));
+        }
+    }
+    (found, unreachable)
+}
+
+/// A procfs or sysfs with the emulated files bound in, built detached by a child of the agent
+/// in the process's pid namespace (a procfs shows the pid namespace of its maker, and some
+/// /proc/sys files are per pid namespace, so even finding the emulated ones needs it) and attached at the target last. The child
+/// reports the mounts it bound, which stay pinned.
+fn emulated(
+    m: &NewMount,
+    prefix: &str,
+    pid_ns: &OwnedFd,
+    protected: &mut Protected,
+) -> Result<(), Errno> {
+    // Children of the agent are born in it (the agent itself stays where it is); entered for
+    // a sysfs too, since the one of an earlier request may be gone, and fork fails there.
+    setns(pid_ns.as_fd(), CloneFlags::CLONE_NEWPID)?;
+    let (report_r, report_w) = nix::unistd::pipe()?;
+    // SAFETY: the agent is single-threaded; the child only makes syscalls and _exits.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            drop(report_r);
+            let (clones, missing) = clone_emulated(protected, prefix);
+            let code = match build_and_attach(m, &clones, &missing) {
+                Ok(()) => {
+                    let mut report = Vec::new();
+                    for (_, key, fd) in &clones {
+                        let id = crate::agent::mount_id(fd).unwrap_or(0);
+                        for word in [key.0, key.1, id] {
+                            report.extend_from_slice(&word.to_ne_bytes());
+                        }
+                    }
+                    match nix::unistd::write(&report_w, &report) {
+                        Ok(n) if n == report.len() => 0,
+                        _ => Errno::EIO as i32,
+                    }
+                }
+                Err(e) => e as i32,
+            };
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(report_w);
+            let mut report = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::fs::File::from(report_r), &mut report);
+            match nix::sys::wait::waitpid(child, None)? {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => {}
+                nix::sys::wait::WaitStatus::Exited(_, code) => return Err(Errno::from_raw(code)),
+                _ => return Err(Errno::EPERM),
+            }
+            for entry in report.chunks_exact(24) {
+                let word = |i: usize| {
+                    u64::from_ne_bytes(entry[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+                };
+                protected.pinned.push(((word(0), word(1)), word(2)));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn build_and_attach(m: &NewMount, clones: &[Clone], missing: &[String]) -> Result<(), Errno> {
+    let fstype = cstring(m.fstype.unwrap_or_default())?;
+    // SAFETY: fsopen with a NUL-terminated name; a new fd or -1.
+    let fs = cvt(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: fresh fd from fsopen.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    if let Some(source) = m.source {
+        let (key, value) = (cstring("source")?, cstring(source)?);
+        // SAFETY: fsconfig with NUL-terminated key and value.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        })?;
+    }
+    let data = m.data.unwrap_or_default();
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    let options = String::from_utf8_lossy(&data[..end]).into_owned();
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        let (key, value) = match option.split_once('=') {
+            Some((k, v)) => (cstring(k)?, Some(cstring(v)?)),
+            None => (cstring(option)?, None),
+        };
+        let (cmd, value) = match &value {
+            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: fsconfig with NUL-terminated key and value (or null for a flag).
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                key.as_ptr(),
+                value,
+                0,
+            )
+        })?;
+    }
+    // SAFETY: fsconfig CREATE takes no pointers.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount on our fs context fd; a new mount fd or -1.
+    let mnt = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attributes(m.flags),
+        )
+    })?;
+    // SAFETY: fresh fd from fsmount.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
+    attach_emulated(&mnt, clones, missing)?;
+    let target = cstring(m.target)?;
+    // SAFETY: move_mount of our detached tree onto the target path (from the process's cwd).
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS,
+        )
+    })
+    .map(drop)
+}
+
+/// Bind the clones inside `tree` (a detached procfs or sysfs); refuse if it has an emulated
+/// file the process could not reach.
+fn attach_emulated(tree: &OwnedFd, clones: &[Clone], unreachable: &[String]) -> Result<(), Errno> {
+    for (rel, _, clone) in clones {
+        let rel = cstring(rel)?;
+        // SAFETY: move_mount from our clone fd onto a path inside our detached tree.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                clone.as_raw_fd(),
+                c"".as_ptr(),
+                tree.as_raw_fd(),
+                rel.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        match cvt(r) {
+            // A file this instance does not have (subset=pid) needs no covering.
+            Ok(_) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // An emulated file this instance has but the process could not reach at all (a root
+    // without /proc): refuse rather than show the host's.
+    for rel in unreachable {
+        let path = cstring(rel)?;
+        // SAFETY: faccessat on a NUL-terminated path inside our tree.
+        if unsafe { libc::faccessat(tree.as_raw_fd(), path.as_ptr(), libc::F_OK, 0) } == 0 {
+            return Err(Errno::EPERM);
+        }
+    }
+    Ok(())
+}
+
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+const SYSFS_MAGIC: i64 = 0x6265_6572;
+const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
+
+/// A procfs or sysfs the process made with fsopen/fsmount, about to be attached by
+/// move_mount: give it the emulated files first (a no-op for one that has them).
+pub fn cover(tree: &OwnedFd, protected: &mut Protected) -> Result<(), Errno> {
+    let fs = nix::sys::statfs::fstatfs(tree)?;
+    let prefix = match fs.filesystem_type().0 as i64 {
+        PROC_SUPER_MAGIC => "/proc/",
+        SYSFS_MAGIC => "/sys/",
+        _ => return Ok(()),
+    };
+    // SAFETY: statx is plain data; the kernel fills it.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: statx on our fd with an empty path, into the struct we own.
+    let r = unsafe {
+        libc::statx(
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            0,
+            &mut stx,
+        )
+    };
+    if r < 0 || stx.stx_attributes & STATX_ATTR_MOUNT_ROOT == 0 {
+        return Ok(());
+    }
+    let (clones, unreachable) = clone_emulated(protected, prefix);
+    let covered = clones.iter().any(|(rel, key, _)| {
+        nix::fcntl::openat(
+            Some(tree.as_raw_fd()),
+            rel.as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        // SAFETY: fresh fd from openat.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .is_ok_and(|fd| crate::agent::key(&fd).ok() == Some(*key))
+    });
+    if covered {
+        return Ok(());
+    }
+    attach_emulated(tree, &clones, &unreachable)?;
+    for (_, key, fd) in &clones {
+        protected.pinned.push((*key, crate::agent::mount_id(fd)?));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_fd_is_renumbered_and_nothing_else() {
+        assert_eq!(
+            renumber_fuse_fd(b"fd=3,rootmode=40000,user_id=0\0junk", 3, 17),
+            b"fd=17,rootmode=40000,user_id=0"
+        );
+        assert_eq!(renumber_fuse_fd(b"fd=33,x", 3, 17), b"fd=33,x");
+    }
+
+    #[test]
+    fn flags_become_attributes() {
+        assert_eq!(attributes(libc::MS_RDONLY | libc::MS_NOEXEC), 0x9);
+        assert_eq!(attributes(libc::MS_SILENT), 0);
+    }
+}
