@@ -10,4 +10,11 @@ cargo build --release --workspace
 scripts/testenv.sh stop
 eval "$(scripts/testenv.sh start)"
 trap 'scripts/testenv.sh stop' EXIT
-cargo test --release --workspace -- --test-threads 4
+log=$(mktemp)
+status=0
+cargo test --release --workspace --no-fail-fast -- --test-threads 4 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo's last line is the doc-tests' "0 passed").
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"

@@ -119,3 +119,68 @@ fn exec_processes_are_supervised_too() {
     );
     assert!(r.stderr.contains("Device or resource busy"), "{}", r.stderr);
 }
+
+/// Context switches of the shim's `eci-supervisor` thread for container `id`: one per trapped
+/// syscall it wakes for.
+fn supervisor_wakeups(id: &str) -> u64 {
+    let shim = shim_pid(id).expect("shim of the container");
+    let tasks = std::fs::read_dir(format!("/proc/{shim}/task")).unwrap();
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "eci-supervisor")
+        })
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[test]
+fn a_container_that_mounts_nothing_never_wakes_the_supervisor() {
+    let id = name("sup-idle");
+    run_detached(&id, &["--privileged"], &["sleep", "60"]);
+    // An exec'd process's notify fd is handed to the supervisor and hangs up when it exits:
+    // the wake-ups of an exec that does nothing are the baseline.
+    let before = supervisor_wakeups(&id);
+    let idle = exec(&id, "t", &["true"]);
+    let baseline = supervisor_wakeups(&id) - before;
+    let before = supervisor_wakeups(&id);
+    let work = exec(
+        &id,
+        "w",
+        &["sh", "-c", "for i in $(seq 300); do cat /proc/uptime /etc/passwd >/dev/null; echo $i > /tmp/f; ls / >/dev/null; done; grep -c ^ /proc/self/mountinfo"],
+    );
+    let after_work = supervisor_wakeups(&id);
+    let mounts = exec(
+        &id,
+        "m",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /t && mount -t tmpfs t /t && umount /t",
+        ],
+    );
+    let after_mounts = supervisor_wakeups(&id);
+    remove(&id);
+    assert_eq!(work.code, 0, "{}", work.stderr);
+    assert_eq!(mounts.code, 0, "{}", mounts.stderr);
+    assert_eq!(idle.code, 0, "{}", idle.stderr);
+    // 300 rounds of spawning, reading and writing add nothing to an empty exec: a trapped
+    // syscall in the loop would add hundreds; lock contention on the fd list may add one or two.
+    assert!(
+        after_work - before <= baseline + 2,
+        "supervisor woke {} times for a workload with no mount syscall, {baseline} for an empty exec",
+        after_work - before
+    );
+    assert!(
+        after_mounts > after_work,
+        "the counter is live: a mount and an unmount must wake the supervisor"
+    );
+}
