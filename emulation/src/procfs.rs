@@ -111,9 +111,46 @@ fn boottime() -> Duration {
         .unwrap_or_default()
 }
 
-struct Fs {
+/// The container as its own processes should see it: uptime from its start, limits from its
+/// cgroup. Shared by the emulated files and the supervisor's syscall views.
+#[derive(Clone)]
+pub struct ContainerView {
     started: Duration,
     limits: Arc<LimitsCache>,
+}
+
+impl ContainerView {
+    fn uptime(&self) -> Duration {
+        boottime().saturating_sub(self.started)
+    }
+
+    /// How many CPUs the container may use, when its cgroup limits them: what the affinity
+    /// view shows.
+    pub fn cpus(&self) -> Option<u32> {
+        self.limits.get().cpus
+    }
+
+    /// sysinfo(2) for the container: the kernel's answer with the container's uptime, memory,
+    /// swap (none), load (none of the host's) and process count.
+    pub fn sysinfo(&self) -> std::io::Result<libc::sysinfo> {
+        // SAFETY: sysinfo is plain data the kernel fills in.
+        let mut host: libc::sysinfo = unsafe { std::mem::zeroed() };
+        // SAFETY: sysinfo writes one struct sysinfo into ours.
+        if unsafe { libc::sysinfo(&mut host) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tasks = self.limits.cgroup().tasks();
+        Ok(render::sysinfo(
+            &host,
+            self.uptime(),
+            &self.limits.get(),
+            tasks,
+        ))
+    }
+}
+
+struct Fs {
+    view: ContainerView,
     /// Host ID of the container's root, so that files appear as root's inside.
     owner: Arc<AtomicU32>,
     host_cpus: u32,
@@ -123,7 +160,7 @@ struct Fs {
 
 impl Fs {
     fn limits(&self) -> crate::cgroup::Limits {
-        self.limits.get()
+        self.view.limits.get()
     }
 
     fn attr(&self, ino: u64) -> FileAttr {
@@ -167,15 +204,13 @@ impl Fs {
     fn render(&self, index: usize, e: &Emulated) -> Vec<u8> {
         let host = || std::fs::read_to_string(e.target).unwrap_or_default();
         match e.kind {
-            Kind::Uptime => {
-                render::uptime(boottime().saturating_sub(self.started).as_secs_f64()).into_bytes()
-            }
+            Kind::Uptime => render::uptime(self.view.uptime().as_secs_f64()).into_bytes(),
             Kind::Swaps => render::swaps().into_bytes(),
             Kind::Meminfo => render::meminfo(&host(), &self.limits()).into_bytes(),
             Kind::Cpuinfo => render::cpuinfo(&host(), self.cpus(&self.limits())).into_bytes(),
             Kind::Stat => render::stat(&host(), self.cpus(&self.limits())).into_bytes(),
             Kind::Loadavg => {
-                let tasks = self.limits.cgroup().tasks();
+                let tasks = self.view.limits.cgroup().tasks();
                 render::loadavg(1, tasks).into_bytes()
             }
             Kind::CpuOnline => render::cpu_online(self.cpus(&self.limits())).into_bytes(),
@@ -373,7 +408,7 @@ impl Filesystem for Fs {
 pub struct Emulation {
     dir: PathBuf,
     owner: Arc<AtomicU32>,
-    limits: Arc<LimitsCache>,
+    view: ContainerView,
     _session: BackgroundSession,
 }
 
@@ -383,10 +418,12 @@ impl Emulation {
     pub fn start(dir: &Path, cgroups_path: &Path, id: &str) -> std::io::Result<Emulation> {
         std::fs::create_dir_all(dir)?;
         let owner = Arc::new(AtomicU32::new(0));
-        let limits = Arc::new(LimitsCache::new(CgroupView::new(cgroups_path)));
-        let fs = Fs {
+        let view = ContainerView {
             started: boottime(),
-            limits: limits.clone(),
+            limits: Arc::new(LimitsCache::new(CgroupView::new(cgroups_path))),
+        };
+        let fs = Fs {
+            view: view.clone(),
             owner: owner.clone(),
             host_cpus: host_cpus(),
             uuid: uuid_for(id),
@@ -410,7 +447,7 @@ impl Emulation {
         Ok(Emulation {
             dir: dir.to_path_buf(),
             owner,
-            limits,
+            view,
             _session: session,
         })
     }
@@ -455,16 +492,11 @@ impl Emulation {
         &self.dir
     }
 
-    /// How many CPUs the container may use, when its cgroup limits them: what the
-    /// supervisor's affinity view shows.
-    pub fn cpu_view(&self) -> CpuView {
-        let limits = self.limits.clone();
-        Box::new(move || limits.get().cpus)
+    /// The container's view, for the supervisor's answers to sched_getaffinity and sysinfo.
+    pub fn view(&self) -> ContainerView {
+        self.view.clone()
     }
 }
-
-/// How many CPUs the container may use now, if its cgroup limits them.
-pub type CpuView = Box<dyn Fn() -> Option<u32> + Send>;
 
 fn host_cpus() -> u32 {
     std::thread::available_parallelism()

@@ -28,6 +28,35 @@ pub fn loadavg(running: usize, total: usize) -> String {
     format!("0.00 0.00 0.00 {}/{} 0\n", running.max(1), total.max(1))
 }
 
+/// sysinfo(2) for a container, from the kernel's answer `host`: its uptime (rounded up, as
+/// the kernel does), its memory limit as total RAM when it has one, no swap (as /proc/swaps),
+/// no load averages (as /proc/loadavg) and its own process count.
+pub fn sysinfo(
+    host: &libc::sysinfo,
+    uptime: std::time::Duration,
+    limits: &Limits,
+    tasks: usize,
+) -> libc::sysinfo {
+    let mut s = *host;
+    s.uptime = (uptime.as_secs() + u64::from(uptime.subsec_nanos() > 0)) as libc::c_long;
+    s.loads = [0; 3];
+    s.totalswap = 0;
+    s.freeswap = 0;
+    s.procs = tasks.clamp(1, usize::from(u16::MAX)) as u16;
+    let unit = u64::from(host.mem_unit.max(1));
+    let host_total = host.totalram.saturating_mul(unit);
+    if let Some(limit) = limits.memory_limit.filter(|l| *l < host_total) {
+        let used = limits.memory_usage.min(limit);
+        s.totalram = (limit / unit) as libc::c_ulong;
+        s.freeram = ((limit - used) / unit) as libc::c_ulong;
+        s.sharedram = 0;
+        s.bufferram = 0;
+        s.totalhigh = 0;
+        s.freehigh = 0;
+    }
+    s
+}
+
 fn kb(bytes: u64) -> u64 {
     bytes / 1024
 }
@@ -49,9 +78,10 @@ pub fn meminfo(host: &str, limits: &Limits) -> String {
                 "MemFree" => Some(free),
                 "MemAvailable" => Some(free + cache),
                 "Cached" => Some(cache),
-                "Buffers" | "SwapCached" | "SwapTotal" | "SwapFree" | "Zswap" | "Zswapped" => {
-                    Some(0)
-                }
+                // The host's slab is not the container's: tools count SReclaimable as cache,
+                // which would exceed what the container uses.
+                "Buffers" | "SwapCached" | "SwapTotal" | "SwapFree" | "Zswap" | "Zswapped"
+                | "Slab" | "SReclaimable" | "SUnreclaim" => Some(0),
                 _ => None,
             };
             match value {
@@ -112,7 +142,44 @@ pub fn stat(host: &str, n: u32) -> String {
 mod tests {
     use super::*;
 
-    const MEMINFO: &str = "MemTotal:       24683656 kB\nMemFree:        23000000 kB\nMemAvailable:   23500000 kB\nBuffers:           10000 kB\nCached:           400000 kB\nSwapCached:            0 kB\nSwapTotal:       1048572 kB\nSwapFree:        1048572 kB\nShmem:              1000 kB";
+    const MEMINFO: &str = "MemTotal:       24683656 kB\nMemFree:        23000000 kB\nMemAvailable:   23500000 kB\nBuffers:           10000 kB\nCached:           400000 kB\nSwapCached:            0 kB\nSwapTotal:       1048572 kB\nSwapFree:        1048572 kB\nShmem:              1000 kB\nSReclaimable:     112352 kB";
+
+    fn host_sysinfo() -> libc::sysinfo {
+        // SAFETY: sysinfo is plain data.
+        let mut s: libc::sysinfo = unsafe { std::mem::zeroed() };
+        s.uptime = 86_400;
+        s.loads = [65536, 32768, 16384];
+        s.totalram = 24 << 30;
+        s.freeram = 20 << 30;
+        s.sharedram = 1 << 20;
+        s.bufferram = 1 << 20;
+        s.totalswap = 8 << 30;
+        s.freeswap = 8 << 30;
+        s.procs = 300;
+        s.mem_unit = 1;
+        s
+    }
+
+    #[test]
+    fn sysinfo_is_the_containers() {
+        let limits = Limits {
+            memory_limit: Some(256 << 20),
+            memory_usage: 56 << 20,
+            ..Limits::default()
+        };
+        let up = std::time::Duration::from_millis(5_860);
+        let s = sysinfo(&host_sysinfo(), up, &limits, 3);
+        assert_eq!(s.uptime, 6);
+        assert_eq!(s.loads, [0; 3]);
+        assert_eq!((s.totalram, s.freeram), (256 << 20, 200 << 20));
+        assert_eq!((s.totalswap, s.freeswap, s.bufferram), (0, 0, 0));
+        assert_eq!((s.procs, s.mem_unit), (3, 1));
+
+        // No limit (or one above the host's memory): the host's memory, still no swap or load.
+        let s = sysinfo(&host_sysinfo(), up, &Limits::default(), 0);
+        assert_eq!((s.totalram, s.freeram), (24 << 30, 20 << 30));
+        assert_eq!((s.totalswap, s.loads, s.procs), (0, [0; 3], 1));
+    }
 
     #[test]
     fn uptime_has_both_columns() {
@@ -133,6 +200,11 @@ mod tests {
         assert_eq!(field(&m, "MemAvailable"), Some(262144 - 16384 + 4096));
         assert_eq!(field(&m, "SwapTotal"), Some(0));
         assert_eq!(field(&m, "Shmem"), Some(1000));
+        assert_eq!(
+            field(&m, "SReclaimable"),
+            Some(0),
+            "host slab is no cache of ours"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! syscalls (ENOSYS): closed, never open.
 
 use crate::mountops::{Op, Request};
-use crate::procfs::CpuView;
+use crate::procfs::ContainerView;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -132,7 +132,7 @@ impl Supervisor {
         notify: OwnedFd,
         agent: AgentFactory,
         user_ns: u64,
-        cpu_view: CpuView,
+        view: ContainerView,
     ) -> std::io::Result<Supervisor> {
         let (stop_r, stop_w) = nix::unistd::pipe()?;
         let (wake_r, wake_w) = nix::unistd::pipe()?;
@@ -140,7 +140,7 @@ impl Supervisor {
         let shared = fds.clone();
         std::thread::Builder::new()
             .name("eci-supervisor".into())
-            .spawn(move || serve(shared, agent, user_ns, cpu_view, stop_r, wake_r))?;
+            .spawn(move || serve(shared, agent, user_ns, view, stop_r, wake_r))?;
         Ok(Supervisor {
             stop: stop_w,
             fds,
@@ -178,7 +178,7 @@ fn serve(
     fds: Arc<Mutex<Vec<OwnedFd>>>,
     factory: AgentFactory,
     user_ns: u64,
-    cpu_view: CpuView,
+    view: ContainerView,
     stop: OwnedFd,
     wake: OwnedFd,
 ) {
@@ -232,7 +232,7 @@ fn serve(
                 continue;
             };
             if revents.contains(PollFlags::POLLIN) {
-                handle_one(*fd, &mut agent, &cpu_view);
+                handle_one(*fd, &mut agent, &view);
             } else if revents
                 .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
             {
@@ -258,9 +258,13 @@ enum Verdict {
         len: u64,
         addr: u64,
     },
+    /// sysinfo(addr), answered from the container's view.
+    Sysinfo {
+        addr: u64,
+    },
 }
 
-fn handle_one(fd: RawFd, agent: &mut Agent, cpu_view: &CpuView) {
+fn handle_one(fd: RawFd, agent: &mut Agent, view: &ContainerView) {
     // SAFETY: seccomp_notif is plain data; RECV requires it zeroed.
     let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: RECV writes one seccomp_notif into the struct we own.
@@ -276,8 +280,9 @@ fn handle_one(fd: RawFd, agent: &mut Agent, cpu_view: &CpuView) {
             perform(fd, req.id, pid, op, &dirfds, agent).map(|_| Some(0))
         }
         Verdict::Affinity { len, addr } => {
-            affinity(fd, req.id, pid, len, addr, agent, cpu_view()).map(Some)
+            affinity(fd, req.id, pid, len, addr, agent, view.cpus()).map(Some)
         }
+        Verdict::Sysinfo { addr } => sysinfo(fd, req.id, pid, addr, agent, view).map(Some),
     };
     // SAFETY: seccomp_notif_resp is plain data.
     let mut resp: libc::seccomp_notif_resp = unsafe { std::mem::zeroed() };
@@ -400,6 +405,7 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
             len: a[1],
             addr: a[2],
         },
+        libc::SYS_sysinfo => Verdict::Sysinfo { addr: a[0] },
         // Picking an existing superblock to reconfigure it is refused outright.
         libc::SYS_fspick => Verdict::Fail(Errno::EPERM),
         _ => Verdict::Fail(Errno::ENOSYS),
@@ -552,8 +558,7 @@ fn perform(
 
 /// The trapped thread's own affinity mask, narrowed to the first `cpus` CPUs in it, written
 /// where it asked, as sched_getaffinity(2) would: the kernel's own call on the thread gives
-/// the length checks, the errors and the mask. The write goes through /proc/<tid>/mem opened
-/// before the notification is checked valid, so it can only reach that thread's memory.
+/// the length checks, the errors and the mask.
 fn affinity(
     fd: RawFd,
     id: u64,
@@ -582,6 +587,42 @@ fn affinity(
     if let Some(cpus) = cpus {
         narrow_mask(&mut mask, cpus);
     }
+    write_answer(fd, id, tid, addr, &mask, agent)?;
+    Ok(copied)
+}
+
+/// The container's sysinfo(2), written where the trapped thread asked.
+fn sysinfo(
+    fd: RawFd,
+    id: u64,
+    tid: i32,
+    addr: u64,
+    agent: &mut Agent,
+    view: &ContainerView,
+) -> Result<i64, Errno> {
+    let info = view.sysinfo().map_err(|_| Errno::EIO)?;
+    // SAFETY: a sysinfo struct is plain data; these are its bytes, read while it lives.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&info as *const libc::sysinfo).cast::<u8>(),
+            std::mem::size_of::<libc::sysinfo>(),
+        )
+    };
+    write_answer(fd, id, tid, addr, bytes, agent)?;
+    Ok(0)
+}
+
+/// Write a syscall's answer into the trapped thread's memory at `addr`, as the kernel would.
+/// The write goes through /proc/<tid>/mem opened before the notification is checked valid, so
+/// it can only reach that thread's memory; nothing is read from it.
+fn write_answer(
+    fd: RawFd,
+    id: u64,
+    tid: i32,
+    addr: u64,
+    bytes: &[u8],
+    agent: &mut Agent,
+) -> Result<(), Errno> {
     let dir = agent.proc_dir(tid)?;
     let mem = nix::fcntl::openat(
         Some(dir.as_raw_fd()),
@@ -596,11 +637,11 @@ fn affinity(
         return Err(Errno::ESRCH);
     }
     let written =
-        nix::sys::uio::pwrite(&mem, &mask, addr as libc::off_t).map_err(|_| Errno::EFAULT)?;
-    if written != mask.len() {
+        nix::sys::uio::pwrite(&mem, bytes, addr as libc::off_t).map_err(|_| Errno::EFAULT)?;
+    if written != bytes.len() {
         return Err(Errno::EFAULT);
     }
-    Ok(copied)
+    Ok(())
 }
 
 /// Keep the first `cpus` CPUs set in `mask`, a kernel cpumask (an array of native longs).

@@ -26,6 +26,12 @@ pub const SUPERVISED: &[&str] = &[
 /// needs no emulation: the kernel already narrows the mask.
 pub const CPU_VIEW: &str = "sched_getaffinity";
 
+/// Always emulated: sysinfo(2) answers with the container's memory (its limit as total RAM),
+/// no swap, no host load averages and its own process count, as /proc/meminfo, /proc/swaps
+/// and /proc/loadavg do; it is what `free` and `uptime` print. Called at start-up by runtimes
+/// sizing heaps, never on a data path.
+pub const SYSINFO_VIEW: &str = "sysinfo";
+
 fn has_cpu_quota(spec: &Spec) -> bool {
     spec.linux()
         .as_ref()
@@ -35,10 +41,10 @@ fn has_cpu_quota(spec: &Spec) -> bool {
         .is_some_and(|q| q > 0)
 }
 
-/// Add supervision of [`SUPERVISED`] (and [`CPU_VIEW`] under a CPU quota) to the spec's
-/// seccomp profile (or a permissive profile when the spec has none). A syscall the profile
-/// denies stays denied: only what it allows unconditionally is handed to the supervisor,
-/// which can only narrow it further.
+/// Add supervision of [`SUPERVISED`] and [`SYSINFO_VIEW`] (and [`CPU_VIEW`] under a CPU quota)
+/// to the spec's seccomp profile (or a permissive profile when the spec has none). A syscall
+/// the profile denies stays denied: only what it allows unconditionally is handed to the
+/// supervisor, which can only narrow it further.
 pub fn supervise(spec: &mut Spec, listener: &Path) {
     let cpu_view = has_cpu_quota(spec).then_some(CPU_VIEW);
     let Some(mut linux) = spec.linux().clone() else {
@@ -52,6 +58,7 @@ pub fn supervise(spec: &mut Spec, listener: &Path) {
     });
     let trapped: Vec<String> = SUPERVISED
         .iter()
+        .chain([SYSINFO_VIEW].iter())
         .chain(cpu_view.iter())
         .filter(|name| allowed_unconditionally(&seccomp, name))
         .map(|s| s.to_string())
@@ -126,7 +133,11 @@ mod tests {
         assert_eq!(
             rules(&spec),
             vec![(
-                SUPERVISED.iter().map(|s| s.to_string()).collect(),
+                SUPERVISED
+                    .iter()
+                    .chain([SYSINFO_VIEW].iter())
+                    .map(|s| s.to_string())
+                    .collect(),
                 Action::ScmpActNotify
             )]
         );

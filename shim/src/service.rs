@@ -916,7 +916,7 @@ impl TaskService {
             .map(|(source, target, _)| (target.display().to_string(), source))
             .collect();
         let pinned: Vec<String> = PINNED.iter().map(|s| s.to_string()).collect();
-        let cpu_view = emulation.cpu_view();
+        let view = emulation.view();
         tokio::task::spawn_blocking(move || -> std::io::Result<eci_emulation::Supervisor> {
             let pinned: Vec<&str> = pinned.iter().map(String::as_str).collect();
             let protected = eci_emulation::supervisor::measure(init, &pinned, &emulated);
@@ -942,7 +942,7 @@ impl TaskService {
                 notify,
                 Box::new(agent),
                 std::os::unix::fs::MetadataExt::ino(&user_ns),
-                cpu_view,
+                view,
             )
         })
         .await

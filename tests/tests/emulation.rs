@@ -52,7 +52,7 @@ fn memory_and_cpu_views_come_from_the_cgroup() {
     let r = run(
         &name("limits"),
         &["--memory-limit", "268435456", "--cpus", "1"],
-        &["sh", "-c", "grep -E '^(MemTotal|SwapTotal):' /proc/meminfo; cat /sys/devices/system/cpu/online; grep -c ^processor /proc/cpuinfo; grep -c '^cpu[0-9]' /proc/stat; wc -l < /proc/swaps; free | grep -c Mem; nproc"],
+        &["sh", "-c", "grep -E '^(MemTotal|SwapTotal):' /proc/meminfo; cat /sys/devices/system/cpu/online; grep -c ^processor /proc/cpuinfo; grep -c '^cpu[0-9]' /proc/stat; wc -l < /proc/swaps; nproc; free | awk '/^(Mem|Swap):/ {print $2}'; uptime"],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines: Vec<&str> = r.stdout.lines().map(str::trim).collect();
@@ -64,7 +64,14 @@ fn memory_and_cpu_views_come_from_the_cgroup() {
         lines[1].split_whitespace().collect::<Vec<_>>(),
         ["SwapTotal:", "0", "kB"]
     );
-    assert_eq!(&lines[2..], ["0", "1", "1", "1", "1", "1"], "{}", r.stdout);
+    assert_eq!(&lines[2..7], ["0", "1", "1", "1", "1"], "{}", r.stdout);
+    // sysinfo(2), what busybox free and uptime print: the limit, no swap, no host load.
+    assert_eq!(&lines[7..9], ["262144", "0"], "free: {}", r.stdout);
+    assert!(
+        lines[9].ends_with("load average: 0.00, 0.00, 0.00"),
+        "uptime: {}",
+        lines[9]
+    );
 
     let host_cpus = std::thread::available_parallelism().unwrap().get();
     let unlimited = run(&name("nolimit"), &[], &["nproc"]);
