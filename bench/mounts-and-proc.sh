@@ -2,7 +2,10 @@
 # Supervisor and emulation costs, ECI beside runc in one run:
 #   - mount -t tmpfs + umount x N in a privileged container: p50/p99 per operation
 #   - a loop of getpid (a syscall the filter does not trap)
-#   - open+read+close of /proc/uptime and /proc/meminfo: emulated (ECI), native (runc), LXCFS
+#   - open+read+close of /proc/uptime and /proc/meminfo: emulated (ECI), native (runc), LXCFS;
+#     back to back (the page cache serves ECI within 10 ms) and 11 ms apart (every read reaches
+#     the FUSE worker)
+#   - sysinfo(2), answered by the supervisor under ECI
 #   - memory of the per-container workers (shim and agent PSS)
 #   sudo bench/mounts-and-proc.sh [mount-iterations] [read-iterations]
 set -euo pipefail
@@ -33,7 +36,9 @@ for i in 1 2 3; do
 done
 
 echo "== open+read+close, $READS iterations (one process: reads/s is per core)"
-CMD=(sh -c "/probe/probe read-bench $READS /proc/uptime; /probe/probe read-bench $READS /proc/meminfo")
+SPACED=$(( READS / 20 ))
+CMD=(sh -c "/probe/probe read-bench $READS /proc/uptime; /probe/probe read-bench $READS /proc/meminfo; \
+  echo '   spaced 11 ms apart, $SPACED reads:'; /probe/probe read-bench $SPACED /proc/uptime 11000; /probe/probe read-bench $SPACED /proc/meminfo 11000")
 echo "-- eci (emulated)"; run rd-eci  "${ECI[@]}"  --memory-limit 268435456 "${P[@]}"
 echo "-- runc (native)";  run rd-runc "${RUNC[@]}" --memory-limit 268435456 "${P[@]}"
 if command -v lxcfs >/dev/null || (apt-get install -y -qq lxcfs >/dev/null 2>&1 && command -v lxcfs >/dev/null); then
@@ -49,6 +54,11 @@ if command -v lxcfs >/dev/null || (apt-get install -y -qq lxcfs >/dev/null 2>&1 
 else
   echo "-- lxcfs not available"
 fi
+
+echo "== sysinfo(2) x $READS (what free and uptime call)"
+CMD=(/probe/probe sysinfo-bench "$READS")
+echo -n "eci  "; run si-eci  "${ECI[@]}"  --memory-limit 268435456 "${P[@]}"
+echo -n "runc "; run si-runc "${RUNC[@]}" --memory-limit 268435456 "${P[@]}"
 
 echo "== per-container worker memory (one idle container)"
 $C run -d "${ECI[@]}" "$ECI_TEST_IMAGE" "mem-$$" sleep 60 >/dev/null

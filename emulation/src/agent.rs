@@ -208,7 +208,12 @@ fn perform(
             flags,
             data,
         } => {
-            let namespaces = fds.get(3..7).ok_or(Errno::EBADF)?;
+            let after_namespaces = if crate::mountops::joins_namespaces(fstype.as_deref()) {
+                7
+            } else {
+                3
+            };
+            let namespaces = fds.get(3..after_namespaces).ok_or(Errno::EBADF)?;
             let m = NewMount {
                 source: source.as_deref(),
                 target,
@@ -216,7 +221,7 @@ fn perform(
                 flags: *flags,
                 data: data.as_deref(),
                 namespaces,
-                fuse: fds.get(7),
+                fuse: fds.get(after_namespaces),
             };
             crate::newmount::mount(&m, host_proc, joined, protected)
         }

@@ -28,8 +28,9 @@ pub struct Joined {
 }
 
 /// What the new mount is made from. `namespaces` are the process's pid, net, ipc and cgroup
-/// namespaces (in [`crate::supervisor::MOUNT_NAMESPACES`] order); `fuse` its /dev/fuse fd, for
-/// a FUSE mount.
+/// namespaces (in [`crate::supervisor::MOUNT_NAMESPACES`] order), empty for a file system that
+/// [`crate::mountops::joins_namespaces`] says takes none; `fuse` its /dev/fuse fd, for a FUSE
+/// mount.
 pub struct NewMount<'a> {
     pub source: Option<&'a str>,
     pub target: &'a str,
@@ -85,6 +86,9 @@ pub fn mount(
     joined: &mut Joined,
     protected: &mut Protected,
 ) -> Result<(), Errno> {
+    if m.namespaces.is_empty() && !crate::mountops::joins_namespaces(m.fstype) {
+        return legacy(m);
+    }
     let [pid_ns, net, ipc, cgroup] = m.namespaces else {
         return Err(Errno::EBADF);
     };

@@ -515,8 +515,10 @@ fn perform(
     if let Op::Mount { fstype, data, .. } = &op {
         // A file system is made in its mounter's namespaces: procfs shows a pid namespace,
         // sysfs a network namespace, mqueue an IPC one, cgroupfs a cgroup one.
-        for ns in MOUNT_NAMESPACES {
-            fds.push(open(ns)?);
+        if crate::mountops::joins_namespaces(fstype.as_deref()) {
+            for ns in MOUNT_NAMESPACES {
+                fds.push(open(ns)?);
+            }
         }
         // A FUSE mount names its /dev/fuse by fd number in the process's table.
         if let Some(fd) = fuse_fd(fstype.as_deref(), data.as_deref()) {

@@ -8,6 +8,7 @@
  *   probe mount-bench N DIR         N x (mount tmpfs DIR; umount DIR): p50/p99 us per op
  *   probe mount-bench-lazy N DIR    the same with umount2(MNT_DETACH)
  *   probe getpid-bench N            N x getpid: mean ns per call
+ *   probe sysinfo-bench N           N x sysinfo: p50/p99 us per call
  *   probe fsmount-proc DIR          mount a procfs at DIR with fsopen/fsconfig/fsmount/move_mount
  *   probe read-bench N FILE [GAP]   N x open+read+close: p50/p99 us, reads/s; with GAP,
  *                                   GAP us of sleep before each (no read finds a warm cache)
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,6 +114,18 @@ int main(int argc, char **argv) {
 		double t0 = now_us();
 		for (int i = 0; i < n; i++) syscall(SYS_getpid);
 		printf("getpid mean_ns=%.1f\n", (now_us() - t0) * 1e3 / n);
+		return 0;
+	}
+	if (!strcmp(cmd, "sysinfo-bench")) {
+		int n = atoi(argv[2]);
+		double *v = calloc(n, sizeof *v);
+		struct sysinfo info;
+		for (int i = 0; i < n; i++) {
+			double t0 = now_us();
+			if (sysinfo(&info)) return report("sysinfo", -1);
+			v[i] = now_us() - t0;
+		}
+		percentiles("sysinfo", v, n);
 		return 0;
 	}
 	if (!strcmp(cmd, "read-bench") && argc > 3) {

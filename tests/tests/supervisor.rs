@@ -66,10 +66,20 @@ fn the_containers_own_mounts_work() {
         mount -t proc proc /p; test -e /p/self/status; umount /p; echo PROC_OK; \
         mount -t sysfs sysfs /s; umount /s; echo SYSFS_OK; \
         mount -t overlay overlay -o lowerdir=/o/l,upperdir=/o/u,workdir=/o/w /o/m; umount /o/m; echo OVERLAY_OK; \
-        mount --bind /tmp /b; mount -o remount,ro,bind /b; umount /b; echo BIND_OK";
+        mount --bind /tmp /b; mount -o remount,ro,bind /b; umount /b; echo BIND_OK; \
+        mkdir -p /d /q; mount -t devpts -o newinstance devpts /d; test -e /d/ptmx; umount /d; echo DEVPTS_OK; \
+        mount -t mqueue mqueue /q; umount /q; echo MQUEUE_OK";
     let r = run(&name("own"), &["--privileged"], &["sh", "-c", script]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    for ok in ["TMPFS_OK", "PROC_OK", "SYSFS_OK", "OVERLAY_OK", "BIND_OK"] {
+    for ok in [
+        "TMPFS_OK",
+        "PROC_OK",
+        "SYSFS_OK",
+        "OVERLAY_OK",
+        "BIND_OK",
+        "DEVPTS_OK",
+        "MQUEUE_OK",
+    ] {
         assert!(r.stdout.contains(ok), "{ok}: {}", r.stdout);
     }
 }
