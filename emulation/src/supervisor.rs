@@ -6,8 +6,10 @@
 //! process's memory ever leads to SECCOMP_USER_NOTIF_FLAG_CONTINUE. Anything whose safety
 //! depends on a path or a struct (umount2, remount, move, mount_setattr, move_mount) is copied
 //! once, the notification is checked to be still valid, and the agent performs it for the
-//! process or refuses. fspick is refused. If the supervisor dies, the kernel fails the trapped
-//! syscalls (ENOSYS): closed, never open.
+//! process or refuses. fspick is refused. A process in a nested user namespace gets the
+//! kernel's own answer (CONTINUE, decided on its namespace alone): there every inherited mount
+//! is kernel-locked. If the supervisor dies, the kernel fails the trapped syscalls (ENOSYS):
+//! closed, never open.
 
 use crate::mountops::{Op, Request};
 use crate::procfs::ContainerView;
@@ -73,6 +75,15 @@ impl Agent {
             .as_ref()
             .map(|(_, dir)| dir)
             .ok_or(Errno::ESRCH)
+    }
+
+    /// Whether thread `tid` is in the container's own user namespace (not a nested one).
+    fn in_container_user_ns(&mut self, tid: i32) -> Result<bool, Errno> {
+        let user_ns = self.user_ns;
+        let dir = self.proc_dir(tid)?;
+        let st = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), "ns/user", AtFlags::empty())
+            .map_err(|_| Errno::ESRCH)?;
+        Ok(st.st_ino == user_ns)
     }
 
     fn conn(&mut self) -> Result<&mut UnixStream, Errno> {
@@ -272,7 +283,24 @@ fn handle_one(fd: RawFd, agent: &mut Agent, view: &ContainerView) {
         return;
     }
     let pid = req.pid as i32;
-    let verdict = decide(&req).unwrap_or_else(Verdict::Fail);
+    let nr = req.data.nr as libc::c_long;
+    let views = [libc::SYS_sched_getaffinity, libc::SYS_sysinfo];
+    let verdict = if views.contains(&nr) {
+        decide(&req)
+    } else {
+        match agent.in_container_user_ns(pid) {
+            Ok(true) => decide(&req),
+            // A nested user namespace: the kernel's own answer is the right one. Every mount
+            // it inherited was locked when its mount namespace was copied from the container's
+            // (flags, and to their parents: no unmount, no move, no remount rw), a fresh procfs
+            // or sysfs is refused as too revealing over the locked emulated files, and what it
+            // mounts itself is its own. Decided on the caller's namespace, never its memory.
+            Ok(false) if id_valid(fd, req.id) => Ok(Verdict::Continue),
+            Ok(false) => Err(Errno::ESRCH),
+            Err(e) => Err(e),
+        }
+    }
+    .unwrap_or_else(Verdict::Fail);
     let result = match verdict {
         Verdict::Continue => Ok(None),
         Verdict::Fail(e) => Err(e),
@@ -487,13 +515,10 @@ fn perform(
     dirfds: &[i32],
     agent: &mut Agent,
 ) -> Result<(), Errno> {
-    let user_ns = agent.user_ns;
-    let dir = agent.proc_dir(pid)?;
-    let same_user_ns = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), "ns/user", AtFlags::empty())
-        .is_ok_and(|st| st.st_ino == user_ns);
-    if !same_user_ns || !has_cap_sys_admin(pid) {
+    if !agent.in_container_user_ns(pid)? || !has_cap_sys_admin(pid) {
         return Err(Errno::EPERM);
     }
+    let dir = agent.proc_dir(pid)?;
     // The namespace is opened for reading: setns takes no O_PATH fd.
     let open = |what: &str| {
         let kind = if what.starts_with("ns/") {

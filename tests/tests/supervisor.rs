@@ -115,6 +115,47 @@ fn rules_hold_in_a_nested_mount_namespace_after_chroot_and_pivot_root() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// In a nested user namespace the kernel answers (every inherited mount is locked there); the
+/// rules still hold and the namespace's own mounts work as they would natively.
+#[test]
+fn rules_hold_in_a_nested_user_namespace_whose_own_mounts_work() {
+    let (dir, mount) = ro_dir();
+    let probe = probe_mount();
+    let script = "mkdir -p /p /x; unshare -r -m -p -f sh -c ' \
+            umount /proc/uptime 2>/dev/null && echo BAD_UMOUNT_EMULATION; \
+            umount -l /proc 2>/dev/null && echo BAD_UMOUNT_PROC; \
+            mount -o remount,rw /data 2>/dev/null && echo BAD_REMOUNT; \
+            mount -o remount,rw,bind /data 2>/dev/null && echo BAD_REMOUNT_BIND; \
+            /probe/probe setattr-clear-ro /data; \
+            /probe/probe clone-attach-rw /data /x; echo 1 > /x/f 2>/dev/null && echo BAD_CLONE_WRITE; \
+            echo 2 > /data/f 2>/dev/null && echo BAD_WRITE; \
+            mount -t proc proc /p 2>/dev/null && echo fresh-proc $(cut -d\" \" -f1 /p/uptime); \
+            mount -t tmpfs t /tmp && mount -o remount,ro /tmp /tmp && umount /tmp && echo OWN_OK'";
+    let r = run(
+        &name("nested-userns"),
+        &["--privileged", "--mount", &mount, "--mount", &probe],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
+    assert!(r.stdout.contains("OWN_OK"), "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("setattr-clear-ro: errno=EPERM"),
+        "{}",
+        r.stdout
+    );
+    // A fresh procfs is either refused by the kernel or shows the container's uptime.
+    if let Some(line) = r.stdout.lines().find(|l| l.starts_with("fresh-proc")) {
+        let uptime: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(
+            uptime < 60.0,
+            "a nested procfs shows the host's uptime: {line}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("f")).unwrap(), "original");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn exec_processes_are_supervised_too() {
     let id = name("sup-exec");
