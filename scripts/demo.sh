@@ -36,5 +36,8 @@ say "ctr run $R --privileged --mount src=$vol,...,ro busybox c sh -c 'cat /proc/
 $C run --rm $R --privileged --mount "type=bind,src=$vol,dst=/data,options=rbind:ro" "$ECI_TEST_IMAGE" "ro-$id" \
   sh -c 'cat /proc/uptime; mount -o remount,rw /data; mkdir -p /t && mount -t tmpfs t /t && mount -o remount,ro /t /t && echo "own tmpfs: mounted and remounted ro"' || true
 rmdir "$vol"
+
+say "ctr run $R --memory-limit 268435456 --cpus 1 busybox c sh -c 'free; nproc'   (its own memory and CPUs)"
+$C run --rm $R --memory-limit 268435456 --cpus 1 "$ECI_TEST_IMAGE" "limits-$id" sh -c 'free; nproc'
 echo
 echo "containerd: $ECI_CONTAINERD (stop it with scripts/testenv.sh stop)"
