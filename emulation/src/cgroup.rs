@@ -16,8 +16,33 @@ pub struct Limits {
     pub memory_usage: u64,
     /// Page cache charged to the container.
     pub memory_cache: u64,
+    /// The rest of the container's memory.stat that /proc/meminfo shows, in bytes.
+    pub memory_detail: MemoryDetail,
     /// CPUs the container may use (cpuset and quota), at least 1.
     pub cpus: Option<u32>,
+}
+
+/// Counters of memory.stat (v1 `total_*`, v2 plain names) with /proc/meminfo equivalents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryDetail {
+    pub shmem: u64,
+    pub active_anon: u64,
+    pub inactive_anon: u64,
+    pub active_file: u64,
+    pub inactive_file: u64,
+}
+
+impl MemoryDetail {
+    fn parse(stat: Option<&str>, prefix: &str) -> MemoryDetail {
+        let get = |key: &str| stat_field(stat, &format!("{prefix}{key}"));
+        MemoryDetail {
+            shmem: get("shmem"),
+            active_anon: get("active_anon"),
+            inactive_anon: get("inactive_anon"),
+            active_file: get("active_file"),
+            inactive_file: get("inactive_file"),
+        }
+    }
 }
 
 fn read(p: PathBuf) -> Option<String> {
@@ -72,14 +97,18 @@ impl CgroupView {
                 .v1("memory", "memory.usage_in_bytes")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            l.memory_cache = stat_field(self.v1("memory", "memory.stat").as_deref(), "total_cache");
+            let stat = self.v1("memory", "memory.stat");
+            l.memory_cache = stat_field(stat.as_deref(), "total_cache");
+            l.memory_detail = MemoryDetail::parse(stat.as_deref(), "total_");
         } else {
             l.memory_limit = self.v2("memory.max").and_then(|v| v.parse().ok());
             l.memory_usage = self
                 .v2("memory.current")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            l.memory_cache = stat_field(self.v2("memory.stat").as_deref(), "file");
+            let stat = self.v2("memory.stat");
+            l.memory_cache = stat_field(stat.as_deref(), "file");
+            l.memory_detail = MemoryDetail::parse(stat.as_deref(), "");
         }
         let cpuset = self
             .v1("cpuset", "cpuset.cpus")
@@ -154,6 +183,14 @@ mod tests {
             stat_field(Some("cache 5\ntotal_cache 7\n"), "total_cache"),
             7
         );
+        let v1 = "shmem 1\ntotal_shmem 4096\ntotal_active_anon 8192\ntotal_inactive_file 1024\n";
+        let d = MemoryDetail::parse(Some(v1), "total_");
+        assert_eq!(
+            (d.shmem, d.active_anon, d.inactive_file),
+            (4096, 8192, 1024)
+        );
+        let d = MemoryDetail::parse(Some("shmem 2048\nactive_file 512\n"), "");
+        assert_eq!((d.shmem, d.active_file, d.inactive_anon), (2048, 512, 0));
     }
 }
 

@@ -70,6 +70,9 @@ pub fn meminfo(host: &str, limits: &Limits) -> String {
     let used = kb(limits.memory_usage).min(limit);
     let cache = kb(limits.memory_cache).min(used);
     let free = limit - used;
+    let d = &limits.memory_detail;
+    let (active_anon, inactive_anon) = (kb(d.active_anon), kb(d.inactive_anon));
+    let (active_file, inactive_file) = (kb(d.active_file), kb(d.inactive_file));
     host.lines()
         .map(|line| {
             let key = line.split(':').next().unwrap_or("");
@@ -82,22 +85,33 @@ pub fn meminfo(host: &str, limits: &Limits) -> String {
                 // which would exceed what the container uses.
                 "Buffers" | "SwapCached" | "SwapTotal" | "SwapFree" | "Zswap" | "Zswapped"
                 | "Slab" | "SReclaimable" | "SUnreclaim" => Some(0),
+                // What the container's own pages are doing, from its memory.stat.
+                "Shmem" => Some(kb(d.shmem)),
+                "Active" => Some(active_anon + active_file),
+                "Inactive" => Some(inactive_anon + inactive_file),
+                "Active(anon)" => Some(active_anon),
+                "Inactive(anon)" => Some(inactive_anon),
+                "Active(file)" => Some(active_file),
+                "Inactive(file)" => Some(inactive_file),
                 _ => None,
             };
             match value {
-                Some(v) => format!("{key}:{v:>width$} kB\n", width = 16 - key.len().min(15) + 1),
+                Some(v) => meminfo_line(key, v),
                 None => format!("{line}\n"),
             }
         })
         .collect()
 }
 
+/// One line as the kernel prints it: the key and colon in 16 columns, the value in 8.
+fn meminfo_line(key: &str, kb: u64) -> String {
+    format!("{:<16}{kb:>8} kB\n", format!("{key}:"))
+}
+
 fn without_swap(host: &str) -> String {
     host.lines()
         .map(|line| match line.split(':').next().unwrap_or("") {
-            key @ ("SwapTotal" | "SwapFree" | "SwapCached") => {
-                format!("{key}:{:>width$} kB\n", 0, width = 16 - key.len() + 1)
-            }
+            key @ ("SwapTotal" | "SwapFree" | "SwapCached") => meminfo_line(key, 0),
             _ => format!("{line}\n"),
         })
         .collect()
@@ -142,7 +156,7 @@ pub fn stat(host: &str, n: u32) -> String {
 mod tests {
     use super::*;
 
-    const MEMINFO: &str = "MemTotal:       24683656 kB\nMemFree:        23000000 kB\nMemAvailable:   23500000 kB\nBuffers:           10000 kB\nCached:           400000 kB\nSwapCached:            0 kB\nSwapTotal:       1048572 kB\nSwapFree:        1048572 kB\nShmem:              1000 kB\nSReclaimable:     112352 kB";
+    const MEMINFO: &str = "MemTotal:       24683656 kB\nMemFree:        23000000 kB\nMemAvailable:   23500000 kB\nBuffers:           10000 kB\nCached:           400000 kB\nSwapCached:            0 kB\nSwapTotal:       1048572 kB\nSwapFree:        1048572 kB\nShmem:              1000 kB\nSReclaimable:     112352 kB\nActive:          5000000 kB";
 
     fn host_sysinfo() -> libc::sysinfo {
         // SAFETY: sysinfo is plain data.
@@ -158,6 +172,18 @@ mod tests {
         s.procs = 300;
         s.mem_unit = 1;
         s
+    }
+
+    #[test]
+    fn lines_keep_the_kernels_columns() {
+        assert_eq!(
+            meminfo_line("MemTotal", 262144),
+            "MemTotal:         262144 kB\n"
+        );
+        assert_eq!(
+            meminfo_line("Active(anon)", 5),
+            "Active(anon):          5 kB\n"
+        );
     }
 
     #[test]
@@ -192,6 +218,11 @@ mod tests {
             memory_limit: Some(256 << 20),
             memory_usage: 16 << 20,
             memory_cache: 4 << 20,
+            memory_detail: crate::cgroup::MemoryDetail {
+                active_anon: 1 << 20,
+                active_file: 2 << 20,
+                ..Default::default()
+            },
             cpus: None,
         };
         let m = meminfo(MEMINFO, &limits);
@@ -199,7 +230,12 @@ mod tests {
         assert_eq!(field(&m, "MemFree"), Some(262144 - 16384));
         assert_eq!(field(&m, "MemAvailable"), Some(262144 - 16384 + 4096));
         assert_eq!(field(&m, "SwapTotal"), Some(0));
-        assert_eq!(field(&m, "Shmem"), Some(1000));
+        assert_eq!(
+            field(&m, "Shmem"),
+            Some(0),
+            "the container's shmem, not the host's"
+        );
+        assert_eq!(field(&m, "Active"), Some(3072));
         assert_eq!(
             field(&m, "SReclaimable"),
             Some(0),

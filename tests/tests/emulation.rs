@@ -52,7 +52,7 @@ fn memory_and_cpu_views_come_from_the_cgroup() {
     let r = run(
         &name("limits"),
         &["--memory-limit", "268435456", "--cpus", "1"],
-        &["sh", "-c", "grep -E '^(MemTotal|SwapTotal):' /proc/meminfo; cat /sys/devices/system/cpu/online; grep -c ^processor /proc/cpuinfo; grep -c '^cpu[0-9]' /proc/stat; wc -l < /proc/swaps; nproc; free | awk '/^(Mem|Swap):/ {print $2}'; uptime"],
+        &["sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1k count=2048 2>/dev/null; grep -E '^(MemTotal|SwapTotal):' /proc/meminfo; cat /sys/devices/system/cpu/online; grep -c ^processor /proc/cpuinfo; grep -c '^cpu[0-9]' /proc/stat; wc -l < /proc/swaps; nproc; free | awk '/^(Mem|Swap):/ {print $2}'; uptime; grep ^Shmem: /proc/meminfo"],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines: Vec<&str> = r.stdout.lines().map(str::trim).collect();
@@ -72,6 +72,14 @@ fn memory_and_cpu_views_come_from_the_cgroup() {
         "uptime: {}",
         lines[9]
     );
+    // The container's 2 MiB in /dev/shm, not the host's shared memory.
+    let shmem: u64 = lines[10]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2048..4096).contains(&shmem), "{}", lines[10]);
 
     let host_cpus = std::thread::available_parallelism().unwrap().get();
     let unlimited = run(&name("nolimit"), &[], &["nproc"]);
