@@ -200,13 +200,13 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
-        let bind = RootfsMount {
+        let described = crate::rootfs::premounted_overlay(&source)?.unwrap_or(RootfsMount {
             typ: "bind".into(),
             source: source.display().to_string(),
             options: vec!["rbind".into()],
-        };
+        });
         mount_rootfs(
-            &[bind],
+            &[described],
             &rootfs,
             &layout.staging(&req.namespace, &req.id).join("layers"),
             &userns,

@@ -151,7 +151,102 @@ fn chown_shallow(dir: &Path, block: IdBlock) -> io::Result<()> {
     Ok(())
 }
 
+/// A rootfs the engine mounted itself before Create, as dockerd 20.10 does (its overlay2
+/// graph driver hands containerd a bundle whose root is an overlay mount and no rootfs mounts).
+/// The kernel cannot ID-map an overlay mount, so the same layers are described again to be
+/// mounted the way ECI mounts any overlay: ID-mapped lower layers, the engine's upper dir, and a
+/// work dir of ECI's own beside it (the engine's mount keeps its work dir; two overlays may share
+/// an upper dir with `index=off`, and only ECI's is used by the container).
+pub fn premounted_overlay(root: &Path) -> Result<Option<RootfsMount>, RootfsError> {
+    let root = fs::canonicalize(root).map_err(io_err("resolve", root))?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
+    let Some(options) = overlay_options_at(&mountinfo, &root) else {
+        return Ok(None);
+    };
+    // The engine may have mounted with paths relative to its layer store (docker does when the
+    // absolute paths would not fit a page): that store holds `<id>/merged`.
+    let store = root
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    let absolute = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            store.join(p)
+        }
+    };
+    let mut lowers = Vec::new();
+    let mut upper = None;
+    for opt in options.split(',') {
+        if let Some(l) = opt.strip_prefix("lowerdir=") {
+            lowers.extend(l.split(':').map(|p| absolute(p).display().to_string()));
+        } else if let Some(u) = opt.strip_prefix("upperdir=") {
+            upper = Some(absolute(u));
+        }
+    }
+    let Some(upper) = upper.filter(|_| !lowers.is_empty()) else {
+        return Err(RootfsError::Unsupported(
+            "overlay mounted without upper or lower dirs".into(),
+        ));
+    };
+    let work = upper.parent().unwrap_or(Path::new("/")).join("eci-work");
+    fs::create_dir_all(&work).map_err(io_err("create", &work))?;
+    Ok(Some(RootfsMount {
+        typ: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![
+            format!("lowerdir={}", lowers.join(":")),
+            format!("upperdir={}", upper.display()),
+            format!("workdir={}", work.display()),
+            "index=off".into(),
+        ],
+    }))
+}
+
+/// The super options of the overlay mounted last at `root`, from mountinfo text.
+fn overlay_options_at<'a>(mountinfo: &'a str, root: &Path) -> Option<&'a str> {
+    let root = root.to_str()?;
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            let mount_point = head.split(' ').nth(4)?;
+            let mut tail = tail.split(' ');
+            let (fstype, _source, options) = (tail.next()?, tail.next()?, tail.next()?);
+            (mount_point == root && fstype == "overlay").then_some(options)
+        })
+        .last()
+}
+
 /// Unmount everything at `target` (the rootfs, possibly stacked).
 pub fn unmount_all(target: &Path) {
     while umount2(target, MntFlags::MNT_DETACH).is_ok() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_overlay_at_the_root_is_found() {
+        let info = "\
+29 1 8:1 / / rw,relatime - ext4 /dev/vda rw
+120 29 0:50 / /var/lib/docker/overlay2/abc/merged rw,relatime - overlay overlay rw,lowerdir=l/A:l/B,upperdir=abc/diff,workdir=abc/work
+121 29 0:51 / /var/lib/docker/overlay2/abcd/merged rw - overlay overlay rw,lowerdir=/x,upperdir=/u,workdir=/w
+";
+        let root = Path::new("/var/lib/docker/overlay2/abc/merged");
+        assert_eq!(
+            overlay_options_at(info, root),
+            Some("rw,lowerdir=l/A:l/B,upperdir=abc/diff,workdir=abc/work")
+        );
+        assert_eq!(
+            overlay_options_at(info, Path::new("/")),
+            None,
+            "ext4, not overlay"
+        );
+        assert_eq!(overlay_options_at(info, Path::new("/var/lib/docker")), None);
+    }
 }

@@ -11,6 +11,7 @@ mod mounts;
 mod namespaces;
 mod refusal;
 pub mod seccomp;
+mod sysctls;
 
 pub use devices::SAFE_DEVICES;
 pub use facts::{FileId, HostFacts, ImageRef, ResolvedPath};
@@ -43,6 +44,7 @@ pub fn harden(
     let joins_user_namespace = namespaces::harden(&mut spec, facts, block)?;
     let idmapped_binds = mounts::harden(&mut spec, facts, policy)?;
     devices::harden(&mut spec)?;
+    sysctls::harden(&mut spec);
     Ok(Hardened {
         spec,
         idmapped_binds,

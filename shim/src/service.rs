@@ -123,18 +123,12 @@ impl TaskService {
         }
     }
 
-    async fn console_for(
-        &self,
-        id: &str,
-        exec_id: &str,
-        terminal: bool,
-    ) -> TResult<Option<FdSocket>> {
+    async fn console_for(&self, terminal: bool) -> TResult<Option<FdSocket>> {
         if !terminal {
             return Ok(None);
         }
-        let name = format!("{id}-{}", if exec_id.is_empty() { "init" } else { exec_id });
         let dir = self.layout.base().join("console");
-        FdSocket::new(&dir, &name)
+        FdSocket::new(&dir, "console")
             .map(Some)
             .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))
     }
@@ -277,8 +271,8 @@ impl Task for TaskService {
             ));
         }
         let emulation = self.start_emulation(&req.id, &req.bundle).await?;
-        let console = self.console_for(&req.id, "", req.terminal).await?;
-        let notify = self.fd_socket(&req.id, "seccomp")?;
+        let console = self.console_for(req.terminal).await?;
+        let notify = self.fd_socket("seccomp")?;
         let stdin = if req.terminal {
             None
         } else {
@@ -460,9 +454,7 @@ impl Task for TaskService {
         tokio::fs::write(&process_path, &spec)
             .await
             .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
-        let console = self
-            .console_for(&req.id, &req.exec_id, stdio.terminal)
-            .await?;
+        let console = self.console_for(stdio.terminal).await?;
         let supervisor = self
             .containers
             .lock()
@@ -470,7 +462,7 @@ impl Task for TaskService {
             .get(&req.id)
             .and_then(|c| c.supervisor.clone());
         let notify = match &supervisor {
-            Some(_) => Some(self.fd_socket(&req.id, &format!("seccomp-{}", req.exec_id))?),
+            Some(_) => Some(self.fd_socket("seccomp")?),
             None => None,
         };
         let seccomp_listener = notify.as_ref().map(|n| n.path.clone());
@@ -897,8 +889,8 @@ impl TaskService {
         });
     }
 
-    fn fd_socket(&self, id: &str, what: &str) -> TResult<FdSocket> {
-        FdSocket::new(&self.layout.base().join("sockets"), &format!("{id}-{what}"))
+    fn fd_socket(&self, what: &str) -> TResult<FdSocket> {
+        FdSocket::new(&self.layout.base().join("sockets"), what)
             .map_err(|e| err(Code::INTERNAL, format!("{what} socket: {e}")))
     }
 

@@ -18,9 +18,15 @@ pub struct FdSocket {
 }
 
 impl FdSocket {
-    pub fn new(dir: &Path, name: &str) -> std::io::Result<Self> {
+    /// A new socket in `dir`, named by this shim's pid and a counter: unique across shims and
+    /// namespaces, and short whatever the container and exec IDs (dockerd's are 64 hex digits
+    /// each, past the 107 bytes a socket path may have).
+    pub fn new(dir: &Path, what: &str) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{name}.sock"));
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{}-{n}-{what}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
         Ok(FdSocket { path, listener })
