@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the build, the tests and the demo need. Idempotent; needs root.
 set -euo pipefail
-PACKAGES=(containerd runc busybox-static umoci libseccomp-dev pkg-config fuse3 libelf-dev zlib1g-dev util-linux procps jq gcc libc6-dev)
+PACKAGES=(containerd runc docker.io busybox-static umoci libseccomp-dev pkg-config fuse3 libelf-dev zlib1g-dev util-linux procps jq gcc libc6-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

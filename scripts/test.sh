@@ -7,9 +7,11 @@ scripts/install-deps.sh
 cargo build --release --workspace
 # A fresh containerd: it caches the binary a runtime name resolves to (the enforcement test
 # needs io.containerd.runc.v2 unresolved).
+scripts/dockerenv.sh stop
 scripts/testenv.sh stop
 eval "$(scripts/testenv.sh start)"
-trap 'scripts/testenv.sh stop' EXIT
+eval "$(scripts/dockerenv.sh start)"
+trap 'scripts/dockerenv.sh stop; scripts/testenv.sh stop' EXIT
 log=$(mktemp)
 status=0
 cargo test --release --workspace --no-fail-fast -- --test-threads 4 2>&1 | tee "$log" || status=$?

@@ -61,6 +61,7 @@ TOML
     ln -sf "$(command -v ctr)" "$ROOT/bin/ctr"
     # $ROOT/enforce comes first and is empty: the enforcement test installs its link there.
     mkdir -p "$ROOT/enforce"
+    rm -f "$ROOT/enforce/"*
     nohup env PATH="$ROOT/enforce:$ROOT/bin" "$(command -v containerd)" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
     echo $! > "$ROOT/containerd.pid"
     for _ in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; sleep 0.1; done

@@ -20,36 +20,90 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// The values of `keys`: from the process environment when all are set there, else from what
+/// `scripts/SCRIPT start` prints (`export K=V …`), which starts what they describe.
+fn started_env(script: &str, keys: &[&str]) -> Vec<String> {
+    if let Ok(values) = keys
+        .iter()
+        .map(std::env::var)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        return values;
+    }
+    let out = Command::new(repo().join("scripts").join(script))
+        .arg("start")
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    keys.iter()
+        .map(|k| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")).map(str::to_string))
+                .unwrap_or_else(|| panic!("{script} did not print {k}: {text}"))
+        })
+        .collect()
+}
+
 /// The shared test environment; started once per test binary.
 pub fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        if let (Ok(address), Ok(image)) = (
-            std::env::var("ECI_CONTAINERD"),
-            std::env::var("ECI_TEST_IMAGE"),
-        ) {
-            return Env { address, image };
-        }
-        let out = Command::new(repo().join("scripts/testenv.sh"))
-            .arg("start")
-            .output()
-            .expect("run scripts/testenv.sh");
-        assert!(
-            out.status.success(),
-            "testenv failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let get = |k: &str| {
-            text.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{k}=")).map(str::to_string))
-                .unwrap_or_else(|| panic!("testenv did not print {k}: {text}"))
-        };
-        Env {
-            address: get("ECI_CONTAINERD"),
-            image: get("ECI_TEST_IMAGE"),
+        let [address, image] = <[String; 2]>::try_from(started_env(
+            "testenv.sh",
+            &["ECI_CONTAINERD", "ECI_TEST_IMAGE"],
+        ))
+        .expect("two values");
+        Env { address, image }
+    })
+}
+
+/// dockerd on a containerd of its own whose runc shim name is enforced to ECI.
+pub struct DockerEnv {
+    pub host: String,
+    pub cli: String,
+    /// The address of dockerd's containerd: restricted for its containers.
+    pub containerd: String,
+    pub image: String,
+}
+
+pub fn docker_env() -> &'static DockerEnv {
+    static ENV: OnceLock<DockerEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let [host, cli, containerd, image] = <[String; 4]>::try_from(started_env(
+            "dockerenv.sh",
+            &[
+                "ECI_DOCKER_HOST",
+                "ECI_DOCKER_CLI",
+                "ECI_DOCKER_CONTAINERD",
+                "ECI_DOCKER_IMAGE",
+            ],
+        ))
+        .expect("four values");
+        DockerEnv {
+            host,
+            cli,
+            containerd,
+            image,
         }
     })
+}
+
+/// `docker -H HOST args…`
+pub fn docker(args: &[&str]) -> Run {
+    let e = docker_env();
+    Command::new(&e.cli)
+        .arg("-H")
+        .arg(&e.host)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker")
+        .into()
 }
 
 /// A container name unique to this test run.
@@ -173,9 +227,15 @@ pub const BASE: &str = "/run/containerd-shim-eci";
 
 /// Everything the shim may leave on the host for container `id`, that exists now.
 pub fn leftovers(id: &str) -> Vec<String> {
+    leftovers_in("default", "default", id)
+}
+
+/// The same for a container of containerd namespace `namespace` whose cgroups sit under
+/// `cgroup_parent` (dockerd: "moby" and "docker").
+pub fn leftovers_in(namespace: &str, cgroup_parent: &str, id: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for kind in ["state", "bundles", "mnt", "rootfs"] {
-        let p = Path::new(BASE).join(kind).join("default").join(id);
+    for kind in ["state", "bundles", "mnt", "rootfs", "emu"] {
+        let p = Path::new(BASE).join(kind).join(namespace).join(id);
         if p.exists() {
             found.push(p.display().to_string());
         }
@@ -198,7 +258,7 @@ pub fn leftovers(id: &str) -> Vec<String> {
     for controller in ["memory", "pids", "cpu", "freezer", "unified"] {
         let p = Path::new("/sys/fs/cgroup")
             .join(controller)
-            .join("default")
+            .join(cgroup_parent)
             .join(id);
         if p.exists() {
             found.push(format!("cgroup {}", p.display()));

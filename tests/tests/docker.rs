@@ -1,0 +1,132 @@
+//! The seed's `docker run` examples through dockerd 20.10, whose every container asks containerd
+//! for the runc shim: with enforcement that name runs ECI. dockerd mounts the rootfs itself
+//! (overlay2) and sets `net.ipv4.ping_group_range` to all groups; both must work under ECI.
+
+use eci_tests::*;
+
+fn docker_run(extra: &[&str], cmd: &[&str]) -> Run {
+    let e = docker_env();
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(extra);
+    args.push(&e.image);
+    args.extend_from_slice(cmd);
+    docker(&args)
+}
+
+#[test]
+fn docker_run_gets_an_exclusive_block_and_host_namespaces_are_refused() {
+    let first = docker_run(&[], &["cat", "/proc/self/uid_map"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let (inside, host, size) = parse_uid_map(&first.stdout).expect("uid_map");
+    assert_eq!((inside, size), (0, 65536), "{}", first.stdout);
+    assert!(host >= 100_000, "{}", first.stdout);
+
+    let userns_host = docker_run(&["--userns=host"], &["cat", "/proc/self/uid_map"]);
+    assert_eq!(userns_host.code, 0, "{}", userns_host.stderr);
+    let (_, host, size) = parse_uid_map(&userns_host.stdout).expect("uid_map");
+    assert!(
+        host >= 100_000 && size == 65536,
+        "--userns=host honoured: {}",
+        userns_host.stdout
+    );
+
+    let pid = docker_run(&["--pid=host"], &["true"]);
+    assert_ne!(pid.code, 0);
+    assert!(
+        pid.stderr.contains("can't share namespaces [pid] with the host (because they use the linux user-namespace for isolation)"),
+        "{}",
+        pid.stderr
+    );
+    let net = docker_run(&["--network=host"], &["true"]);
+    assert_ne!(net.code, 0);
+    assert!(
+        net.stderr
+            .contains("can't share a network namespace with the host"),
+        "{}",
+        net.stderr
+    );
+}
+
+#[test]
+fn read_only_volumes_stay_read_only_and_own_tmpfs_mounts_work() {
+    let dir = std::env::temp_dir().join(name("docker-vol"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f"), "original").unwrap();
+    let volume = format!("{}:/mnt:ro", dir.display());
+    let r = docker_run(
+        &["--cap-add", "SYS_ADMIN", "-v", &volume],
+        &[
+            "sh",
+            "-c",
+            "mount -o remount,rw /mnt /mnt && echo BAD_REMOUNT; echo x > /mnt/f 2>/dev/null && echo BAD_WRITE; \
+             mkdir /root/tmpfs && mount -t tmpfs tmpfs /root/tmpfs && mount -o remount,ro /root/tmpfs /root/tmpfs && \
+             grep ' /root/tmpfs ' /proc/mounts",
+        ],
+    );
+    let host = std::fs::read_to_string(dir.join("f")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("mount: permission denied (are you root?)"),
+        "the seed's message: {}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("tmpfs /root/tmpfs tmpfs ro,"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(host, "original");
+}
+
+#[test]
+fn the_engines_own_socket_is_a_restricted_mount() {
+    let e = docker_env();
+    let volume = format!("{}:/mnt/containerd.sock", e.containerd);
+    let r = docker_run(&["-v", &volume], &["true"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains(&format!(
+            "can't mount {} because it's configured as a restricted host mount",
+            e.containerd
+        )),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn exec_uptime_and_removal_leave_nothing_behind() {
+    let e = docker_env();
+    let started = docker(&["run", "-d", &e.image, "sleep", "60"]);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let id = started.stdout.trim().to_string();
+    let exec = docker(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; cut -d' ' -f1 /proc/uptime",
+    ]);
+    let stop = docker(&["rm", "-f", &id]);
+    assert_eq!(exec.code, 0, "{}", exec.stderr);
+    let (_, host, _) = parse_uid_map(&exec.stdout).expect("uid_map");
+    assert!(
+        host >= 100_000,
+        "docker exec is outside the user namespace: {}",
+        exec.stdout
+    );
+    let uptime: f64 = exec.stdout.lines().nth(1).unwrap().parse().unwrap();
+    assert!(uptime < 60.0, "the container's uptime: {uptime}");
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || leftovers_in(
+            "moby", "docker", &id
+        )
+        .is_empty()),
+        "{:?}",
+        leftovers_in("moby", "docker", &id)
+    );
+}
