@@ -18,8 +18,10 @@ wait_for() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1
 start() {
   command -v dockerd >/dev/null || { echo "dockerd not found (apt-get install docker.io)" >&2; exit 1; }
   eval "$("$REPO/scripts/testenv.sh" start)"
-  mkdir -p "$ROOT/bin"
   if ! ctr --address "$SOCK" version >/dev/null 2>&1; then
+    # This containerd's PATH is ours alone: links from another checkout's shim do not belong.
+    rm -rf "$ROOT/bin"
+    mkdir -p "$ROOT/bin"
     cat > "$ROOT/containerd.toml" <<TOML
 version = 2
 root = "$ROOT/containerd/root"

@@ -9,8 +9,11 @@ cargo build --release --workspace
 # needs io.containerd.runc.v2 unresolved).
 scripts/dockerenv.sh stop
 scripts/testenv.sh stop
-eval "$(scripts/testenv.sh start)"
-eval "$(scripts/dockerenv.sh start)"
+# Assigned first, so that a failing start stops the run (an eval of nothing would not).
+testenv=$(scripts/testenv.sh start)
+eval "$testenv"
+dockerenv=$(scripts/dockerenv.sh start)
+eval "$dockerenv"
 trap 'scripts/dockerenv.sh stop; scripts/testenv.sh stop' EXIT
 log=$(mktemp)
 status=0
