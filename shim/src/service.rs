@@ -127,10 +127,7 @@ impl TaskService {
         if !terminal {
             return Ok(None);
         }
-        let dir = self.layout.base().join("console");
-        FdSocket::new(&dir, "console")
-            .map(Some)
-            .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))
+        self.fd_socket("console").map(Some)
     }
 
     /// Run the helper, receiving the pty master concurrently when there is a terminal.
