@@ -88,6 +88,46 @@ impl CgroupView {
             .or_else(|| read(self.root.join("unified").join(&self.path).join(file)))
     }
 
+    /// Account work done for the container — the supervisor thread, the mount agent — to the
+    /// container's CPU limit, so that a container looping on trapped syscalls is throttled by
+    /// its own quota instead of spending the shim's. `whole_process`: move process `tid` (the
+    /// agent); otherwise only thread `tid` (cgroup v1 places single threads through `tasks`).
+    /// On v2 a domain cgroup takes whole processes only, so a lone thread stays where it is:
+    /// returns whether `tid` moved.
+    pub fn charge(&self, tid: i32, whole_process: bool) -> std::io::Result<bool> {
+        // The limit is the cpu controller's; the usage containerd reports is cpuacct's (the
+        // same hierarchy where both are mounted together).
+        let v1: Vec<PathBuf> = ["cpu", "cpuacct"]
+            .iter()
+            .map(|c| self.root.join(c).join(&self.path))
+            .filter(|d| d.is_dir())
+            .collect();
+        if !v1.is_empty() {
+            let file = if whole_process {
+                "cgroup.procs"
+            } else {
+                "tasks"
+            };
+            for dir in v1 {
+                std::fs::write(dir.join(file), tid.to_string())?;
+            }
+            return Ok(true);
+        }
+        if !whole_process {
+            return Ok(false);
+        }
+        for dir in [
+            self.root.join(&self.path),
+            self.root.join("unified").join(&self.path),
+        ] {
+            if dir.join("cgroup.procs").is_file() {
+                std::fs::write(dir.join("cgroup.procs"), tid.to_string())?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub fn limits(&self) -> Limits {
         let mut l = Limits::default();
         if let Some(limit) = self.v1("memory", "memory.limit_in_bytes") {

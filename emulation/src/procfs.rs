@@ -120,6 +120,11 @@ pub struct ContainerView {
 }
 
 impl ContainerView {
+    /// The container's cgroup, where work done on its behalf is charged.
+    pub fn cgroup(&self) -> &crate::cgroup::CgroupView {
+        self.limits.cgroup()
+    }
+
     fn uptime(&self) -> Duration {
         boottime().saturating_sub(self.started)
     }

@@ -11,6 +11,7 @@
 //! is kernel-locked. If the supervisor dies, the kernel fails the trapped syscalls (ENOSYS):
 //! closed, never open.
 
+use crate::cgroup::CgroupView;
 use crate::mountops::{Op, Request};
 use crate::procfs::ContainerView;
 use nix::errno::Errno;
@@ -44,6 +45,10 @@ struct Agent {
     factory: AgentFactory,
     conn: Option<UnixStream>,
     pid: i32,
+    /// The running agent, to wait for its exit: it is charged to the container's cgroup,
+    /// which cannot be removed while the agent is in it.
+    pidfd: Option<OwnedFd>,
+    cgroup: CgroupView,
     /// The CPU the agent is pinned to, and the CPUs this thread may run on between requests.
     cpu: Option<i32>,
     own_cpus: Option<CpuSet>,
@@ -89,6 +94,10 @@ impl Agent {
     fn conn(&mut self) -> Result<&mut UnixStream, Errno> {
         if self.conn.is_none() {
             let (conn, pid) = (self.factory)().map_err(|_| Errno::EPERM)?;
+            self.pidfd = pidfd_open(pid).ok();
+            if let Err(e) = self.cgroup.charge(pid, true) {
+                log::warn!("mount agent {pid} stays in the shim's cgroup: {e}");
+            }
             self.pid = pid;
             self.cpu = None;
             self.conn = Some(conn);
@@ -123,16 +132,56 @@ impl Agent {
     }
 }
 
+impl Drop for Agent {
+    /// Hang up (the agent exits when its socket closes) and wait until it has, killing it
+    /// after a second: only then can the container's cgroup be removed.
+    fn drop(&mut self) {
+        self.conn = None;
+        let Some(pidfd) = self.pidfd.take() else {
+            return;
+        };
+        let exited = |ms: u16| {
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+        };
+        if !exited(1000) {
+            // SAFETY: pidfd_send_signal on our own pidfd with no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            exited(1000);
+        }
+    }
+}
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fresh fd from pidfd_open.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 fn single_cpu(cpu: i32) -> Option<CpuSet> {
     let mut set = CpuSet::new();
     (cpu >= 0 && set.set(cpu as usize).is_ok()).then_some(set)
 }
 
-/// Running supervision of one container. Dropping it stops the thread and the agent.
+/// Running supervision of one container. Dropping it stops the thread and the agent;
+/// [`Supervisor::stop`] also waits for both to be gone.
 pub struct Supervisor {
     stop: OwnedFd,
     fds: Arc<Mutex<Vec<OwnedFd>>>,
     wake: OwnedFd,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Supervisor {
@@ -149,14 +198,25 @@ impl Supervisor {
         let (wake_r, wake_w) = nix::unistd::pipe()?;
         let fds = Arc::new(Mutex::new(vec![notify]));
         let shared = fds.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("eci-supervisor".into())
             .spawn(move || serve(shared, agent, user_ns, view, stop_r, wake_r))?;
         Ok(Supervisor {
             stop: stop_w,
             fds,
             wake: wake_w,
+            thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Stop serving and wait until the thread and the agent are gone: both are charged to
+    /// the container's cgroup, so call this before removing it. Blocks; idempotent.
+    pub fn stop(&self) {
+        let _ = nix::unistd::write(&self.stop, b"s");
+        let thread = self.thread.lock().expect("supervisor thread").take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 
     /// Serve another notify fd (an exec'd process's filter).
@@ -193,10 +253,19 @@ fn serve(
     stop: OwnedFd,
     wake: OwnedFd,
 ) {
+    // Charged to the container, as is the agent when it starts (see CgroupView::charge).
+    let tid = nix::unistd::gettid().as_raw();
+    match view.cgroup().charge(tid, false) {
+        Ok(true) => {}
+        Ok(false) => log::debug!("supervisor thread {tid} stays in the shim's cgroup (cgroup v2)"),
+        Err(e) => log::warn!("supervisor thread {tid} stays in the shim's cgroup: {e}"),
+    }
     let mut agent = Agent {
         factory,
         conn: None,
         pid: 0,
+        pidfd: None,
+        cgroup: view.cgroup().clone(),
         cpu: None,
         own_cpus: nix::sched::sched_getaffinity(Pid::from_raw(0)).ok(),
         proc_dir: None,

@@ -643,13 +643,17 @@ impl Task for TaskService {
                 format!("container {} is still running; kill it first", req.id),
             ));
         }
-        let bundle = {
+        let (bundle, supervisor) = {
             let containers = self.containers.lock().await;
             containers
                 .get(&req.id)
-                .map(|c| c.bundle.clone())
+                .map(|c| (c.bundle.clone(), c.supervisor.clone()))
                 .unwrap_or_default()
         };
+        // Its thread and agent are charged to the container's cgroup, which destroy removes.
+        if let Some(supervisor) = supervisor {
+            let _ = tokio::task::spawn_blocking(move || supervisor.stop()).await;
+        }
         self.on_container(&req.id, move |h| h.destroy(std::path::Path::new(&bundle)))
             .await?;
         let mut c = self

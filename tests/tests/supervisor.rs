@@ -235,3 +235,92 @@ fn a_container_that_mounts_nothing_never_wakes_the_supervisor() {
         "the counter is live: a mount and an unmount must wake the supervisor"
     );
 }
+
+/// The cgroup of v1 controller `controller` in /proc/<pid>/task/<tid>/cgroup (or
+/// /proc/<pid>/cgroup).
+fn v1_cgroup(proc_path: &str, controller: &str) -> String {
+    std::fs::read_to_string(format!("{proc_path}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|c| c == controller))
+        })
+        .map(|l| l.rsplit(':').next().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn supervision_is_charged_to_the_containers_cpu_limit() {
+    if !std::path::Path::new("/sys/fs/cgroup/cpu").is_dir() {
+        eprintln!("skipped: no cgroup v1 cpu controller (on v2 only the agent moves)");
+        return;
+    }
+    let id = name("sup-cpu");
+    run_detached(&id, &["--privileged", "--cpus", "0.5"], &["sleep", "60"]);
+    // The agent starts on the first unmount.
+    let r = exec(
+        &id,
+        "m",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /t && mount -t tmpfs t /t && umount /t",
+        ],
+    );
+    let shim = shim_pid(&id).expect("shim of the container");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{shim}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| t.path().display().to_string())
+        .collect();
+    let supervisor = threads
+        .iter()
+        .find(|t| {
+            std::fs::read_to_string(format!("{t}/comm")).is_ok_and(|c| c.trim() == "eci-supervisor")
+        })
+        .cloned()
+        .expect("the supervisor thread");
+    let agent = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|p| p.path().display().to_string())
+        .find(|p| {
+            let stat = std::fs::read_to_string(format!("{p}/stat")).unwrap_or_default();
+            let parent = stat.rsplit(") ").next().and_then(|s| s.split(' ').nth(1));
+            let cmdline = std::fs::read(format!("{p}/cmdline")).unwrap_or_default();
+            parent == Some(&shim.to_string()) && cmdline.split(|b| *b == 0).nth(1) == Some(b"agent")
+        })
+        .expect("the mount agent");
+    let container = format!("/default/{id}");
+    let placed = |controller: &str| {
+        (
+            v1_cgroup(&supervisor, controller),
+            v1_cgroup(&agent, controller),
+            v1_cgroup(&format!("/proc/{shim}"), controller),
+        )
+    };
+    let (cpu, cpuacct) = (placed("cpu"), placed("cpuacct"));
+    remove(&id);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for (controller, (supervisor_cg, agent_cg, shim_cg)) in [("cpu", cpu), ("cpuacct", cpuacct)] {
+        assert_eq!(supervisor_cg, container, "supervisor thread, {controller}");
+        assert_eq!(agent_cg, container, "mount agent, {controller}");
+        assert_ne!(
+            shim_cg, container,
+            "the shim's other threads stay where they were, {controller}"
+        );
+    }
+    // The supervisor and agent left before the cgroup was removed: nothing is left behind.
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || leftovers(&id)
+            .is_empty()),
+        "{:?}",
+        leftovers(&id)
+    );
+    assert!(
+        !std::path::Path::new(&agent).exists(),
+        "the agent outlived its container"
+    );
+}
