@@ -230,6 +230,13 @@ pub fn leftovers(id: &str) -> Vec<String> {
     leftovers_in("default", "default", id)
 }
 
+/// What is still left for container `id` once it has had `timeout` to go: empty as soon as
+/// nothing is (the shim's delete and containerd's clean-up finish asynchronously).
+pub fn leftovers_after(id: &str, timeout: Duration) -> Vec<String> {
+    wait_until(timeout, || leftovers(id).is_empty());
+    leftovers(id)
+}
+
 /// The same for a container of containerd namespace `namespace` whose cgroups sit under
 /// `cgroup_parent` (dockerd: "moby" and "docker").
 pub fn leftovers_in(namespace: &str, cgroup_parent: &str, id: &str) -> Vec<String> {

@@ -254,11 +254,8 @@ fn a_killed_shim_leaves_nothing_after_containerd_cleans_up() {
         !ctr(&["task", "ls"]).stdout.contains(&id)
     }));
     let _ = ctr(&["container", "delete", &id]);
-    assert!(
-        wait_until(Duration::from_secs(10), || leftovers(&id).is_empty()),
-        "{:?}",
-        leftovers(&id)
-    );
+    let left = leftovers_after(&id, Duration::from_secs(10));
+    assert!(left.is_empty(), "{left:?}");
 }
 
 fn nix_kill(pid: i32) {

@@ -423,10 +423,6 @@ fn a_joined_user_namespace_keeps_its_block_until_the_last_container_leaves() {
         other_block, shared,
         "the block of a live joined user namespace was handed out again"
     );
-    assert!(
-        wait_until(std::time::Duration::from_secs(5), || leftovers(&owner)
-            .is_empty()),
-        "{:?}",
-        leftovers(&owner)
-    );
+    let left = leftovers_after(&owner, std::time::Duration::from_secs(5));
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -313,12 +313,8 @@ fn supervision_is_charged_to_the_containers_cpu_limit() {
         );
     }
     // The supervisor and agent left before the cgroup was removed: nothing is left behind.
-    assert!(
-        wait_until(std::time::Duration::from_secs(5), || leftovers(&id)
-            .is_empty()),
-        "{:?}",
-        leftovers(&id)
-    );
+    let left = leftovers_after(&id, std::time::Duration::from_secs(5));
+    assert!(left.is_empty(), "{left:?}");
     assert!(
         !std::path::Path::new(&agent).exists(),
         "the agent outlived its container"
