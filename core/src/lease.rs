@@ -78,13 +78,14 @@ pub fn user_ns_in_use(inode: u64) -> bool {
         .into_iter()
         .flatten()
         .flatten()
-        .any(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                && nix::sys::stat::stat(&e.path().join("ns/user"))
-                    .is_ok_and(|st| st.st_ino == inode)
-        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .any(|pid| in_user_ns(pid, inode))
+}
+
+/// Whether process `pid` is in the user namespace with this inode. A zombie still is: its
+/// credentials, which name the namespace, live until it is reaped.
+pub fn in_user_ns(pid: i32, inode: u64) -> bool {
+    nix::sys::stat::stat(format!("/proc/{pid}/ns/user").as_str()).is_ok_and(|st| st.st_ino == inode)
 }
 
 pub struct LeaseDir {

@@ -4,7 +4,7 @@
 
 use crate::create::error_chain;
 use crate::layout::Layout;
-use crate::lease::LeaseDir;
+use crate::lease::{in_user_ns, LeaseDir};
 use crate::rootfs::unmount_all;
 use libcgroups::common::{
     create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt,
@@ -34,6 +34,9 @@ pub enum OpError {
 fn lc(e: impl std::error::Error) -> OpError {
     OpError::Libcontainer(error_chain(&e))
 }
+
+/// How long delete waits for the container's killed processes to leave its user namespace.
+const KILLED_EXIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Handle<'a> {
     pub layout: &'a Layout,
@@ -76,14 +79,16 @@ impl Handle<'_> {
         c.set_status(ContainerStatus::Running).save().map_err(lc)
     }
 
-    pub fn kill_all(&self, signal: i32) -> Result<(), OpError> {
-        for pid in self.pids()? {
+    /// Signal every process in the container's cgroup; returns the pids signalled.
+    pub fn kill_all(&self, signal: i32) -> Result<Vec<i32>, OpError> {
+        let pids = self.pids()?;
+        for pid in &pids {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
+                nix::unistd::Pid::from_raw(*pid),
                 nix::sys::signal::Signal::try_from(signal).ok(),
             );
         }
-        Ok(())
+        Ok(pids)
     }
 
     pub fn pids(&self) -> Result<Vec<i32>, OpError> {
@@ -126,8 +131,9 @@ impl Handle<'_> {
     /// Tear down everything create put on the host. Idempotent, and what `shim delete` runs
     /// when containerd finds a dead shim: processes, cgroup, mounts, state, lease.
     pub fn destroy(&self, bundle: &Path) {
+        let mut killed = Vec::new();
         if let Ok(mut c) = self.load() {
-            let _ = self.kill_all(libc::SIGKILL);
+            killed = self.kill_all(libc::SIGKILL).unwrap_or_default();
             // libcontainer's delete removes the cgroup and the state directory.
             if let Err(e) = c.delete(true) {
                 log::warn!("delete {}: {e}", self.id);
@@ -154,7 +160,13 @@ impl Handle<'_> {
         if let Some(block) = leases.find(self.namespace, self.id) {
             // Containers that joined this one's user namespace still use the block; the lease
             // is then reclaimed once they are gone too.
-            match leases.read(block) {
+            let record = leases.read(block);
+            if let Some(user_ns) = record.as_ref().and_then(|r| r.user_ns) {
+                // A killed process keeps its user namespace until it has exited and been
+                // reaped; judged too early, the block would look shared and stay leased.
+                wait_until_left(&killed, user_ns, KILLED_EXIT_LIMIT);
+            }
+            match record {
                 Some(record) if !record.releasable() => {
                     // Deleted: only the joined containers still hold the block now.
                     let record = crate::lease::LeaseRecord {
@@ -170,5 +182,17 @@ impl Handle<'_> {
         }
         // This may have been the last container in another one's user namespace.
         leases.sweep();
+    }
+}
+
+/// Wait, at most `limit`, until none of `pids` is in the user namespace `inode`.
+fn wait_until_left(pids: &[i32], inode: u64, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while pids.iter().any(|pid| in_user_ns(*pid, inode)) {
+        if std::time::Instant::now() >= deadline {
+            log::warn!("killed processes {pids:?} still in user namespace {inode} after {limit:?}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
