@@ -4,7 +4,10 @@
 //! supervisor's copies of its arguments. Each check resolves a path to an O_PATH fd and the
 //! operation then uses that same fd, so nothing can change between the check and the use.
 
-use crate::mountops::{MountKey, Op, Protected, Request, KEPT_FLAGS};
+use crate::mountops::{
+    own_fd_link, MountKey, Op, Protected, Request, KEPT_FLAGS, MOVE_MOUNT_F_EMPTY_PATH,
+    MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
+};
 use crate::newmount::{Joined, NewMount};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
@@ -18,10 +21,6 @@ use std::os::unix::net::UnixStream;
 
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const AT_RECURSIVE: u32 = 0x8000;
-const MOVE_MOUNT_F_SYMLINKS: u32 = 0x1;
-const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
-const MOVE_MOUNT_T_SYMLINKS: u32 = 0x10;
-const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
 
 /// `containerd-shim-eci-v2 agent INIT_PID PROTECTED_JSON`, with the supervisor's socket as fd 0.
 pub fn main(args: &[String]) -> i32 {
@@ -103,6 +102,7 @@ fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
             Ok(req) if fds.len() >= 3 => {
                 match perform(
                     &req.op,
+                    req.caller,
                     &fds,
                     host_proc,
                     &mut protected,
@@ -121,8 +121,7 @@ fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
     }
 }
 
-/// The mount ID of the mount `fd` is on.
-pub(crate) fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
+fn statx_mount(fd: &OwnedFd) -> Result<libc::statx, Errno> {
     // SAFETY: statx is plain data; the kernel fills it.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: statx on our fd with an empty path, writing into the struct we own.
@@ -138,7 +137,62 @@ pub(crate) fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
     if r < 0 {
         return Err(Errno::last());
     }
-    Ok(stx.stx_mnt_id)
+    Ok(stx)
+}
+
+/// The mount ID of the mount `fd` is on.
+pub(crate) fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
+    Ok(statx_mount(fd)?.stx_mnt_id)
+}
+
+/// Whether `fd` is the root of its mount.
+fn is_mount_root(fd: &OwnedFd) -> Result<bool, Errno> {
+    let stx = statx_mount(fd)?;
+    Ok(
+        stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+            && stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0,
+    )
+}
+
+/// The parent of mount `id` in the agent's mount namespace, from its mountinfo.
+fn parent_mount(host_proc: &OwnedFd, id: u64) -> Result<Option<u64>, Errno> {
+    let fd = openat(
+        Some(host_proc.as_raw_fd()),
+        "self/mountinfo",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: fresh fd from openat, owned by the File from here.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(|_| Errno::EIO)?;
+    Ok(text.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        let this: u64 = fields.next()?.parse().ok()?;
+        let parent: u64 = fields.next()?.parse().ok()?;
+        (this == id).then_some(parent)
+    }))
+}
+
+/// Whether `target` is the container's root file system left beside a root the caller made
+/// itself: pivot_root's old root, which a runtime inside the container (runc, crun) unmounts
+/// next. Its unmount reveals only a directory of the caller's new root, as the kernel agrees
+/// (pivot_root moves a mount lock from the old root to the new one).
+fn is_old_root(
+    target: &OwnedFd,
+    caller_root: &OwnedFd,
+    host_proc: &OwnedFd,
+    protected: &Protected,
+    mount_ns: u64,
+) -> Result<bool, Errno> {
+    if protected.root != Some(key(target)?) || !is_mount_root(caller_root)? {
+        return Ok(false);
+    }
+    let root_mount = mount_id(caller_root)?;
+    if protected.is_pinned(key(caller_root)?, root_mount, mount_ns) {
+        return Ok(false);
+    }
+    Ok(parent_mount(host_proc, mount_id(target)?)? == Some(root_mount))
 }
 
 pub(crate) fn key(fd: &OwnedFd) -> Result<MountKey, Errno> {
@@ -154,6 +208,23 @@ fn resolve(dirfd: RawFd, path: &str, follow: bool) -> Result<OwnedFd, Errno> {
     let fd = openat(Some(dirfd), path, flags, Mode::empty())?;
     // SAFETY: fresh fd from openat.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `path` from `dirfd` as the trapped process `caller` would resolve it: for
+/// `/proc/self/fd/N`, its own fd N, reached through the host's /proc by its tid.
+fn resolve_for(
+    caller: i32,
+    host_proc: &OwnedFd,
+    dirfd: RawFd,
+    path: &str,
+    follow: bool,
+) -> Result<OwnedFd, Errno> {
+    match own_fd_link(path) {
+        // The link itself, not followed, is no mount point.
+        Some(_) if !follow => Err(Errno::EINVAL),
+        Some(n) => resolve(host_proc.as_raw_fd(), &format!("{caller}/fd/{n}"), true),
+        None => resolve(dirfd, path, follow),
+    }
 }
 
 /// A path naming `fd` that works whatever our root is: relative to the host's /proc.
@@ -174,6 +245,7 @@ fn cvt(ret: libc::c_long) -> Result<(), Errno> {
 /// mount, its other namespaces and FUSE fd instead of dirfds.
 fn perform(
     op: &Op,
+    caller: i32,
     fds: &[OwnedFd],
     host_proc: &OwnedFd,
     protected: &mut Protected,
@@ -193,6 +265,9 @@ fn perform(
     nix::unistd::chroot(".")?;
     nix::unistd::fchdir(fds[2].as_raw_fd())?;
     let cwd = libc::AT_FDCWD;
+    let resolve = |dirfd: RawFd, path: &str, follow: bool| {
+        resolve_for(caller, host_proc, dirfd, path, follow)
+    };
     let dirfd = |used: bool, index: usize| -> Result<RawFd, Errno> {
         if used {
             fds.get(index).map(|f| f.as_raw_fd()).ok_or(Errno::EBADF)
@@ -214,7 +289,11 @@ fn perform(
                 3
             };
             let namespaces = fds.get(3..after_namespaces).ok_or(Errno::EBADF)?;
+            let target_fd = own_fd_link(target)
+                .map(|_| resolve(cwd, target, true))
+                .transpose()?;
             let m = NewMount {
+                target_fd: target_fd.as_ref(),
                 source: source.as_deref(),
                 target,
                 fstype: fstype.as_deref(),
@@ -227,7 +306,7 @@ fn perform(
         }
         Op::Umount { target, flags } => {
             let fd = resolve(cwd, target, flags & libc::UMOUNT_NOFOLLOW == 0)?;
-            if pinned(&fd)? {
+            if pinned(&fd)? && !is_old_root(&fd, &fds[1], host_proc, protected, mount_ns)? {
                 return Err(Errno::EBUSY);
             }
             // Through the fd that was checked; our own reference to it would make a plain

@@ -15,6 +15,12 @@ pub const MS_NODEV: u64 = 4;
 pub const MS_NOEXEC: u64 = 8;
 pub const KEPT_FLAGS: u64 = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
+/// move_mount(2) flags (linux/mount.h), which the libc crate does not define.
+pub const MOVE_MOUNT_F_SYMLINKS: u32 = 0x1;
+pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+pub const MOVE_MOUNT_T_SYMLINKS: u32 = 0x10;
+pub const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+
 /// File systems that take nothing from their mounter's pid, net, ipc or cgroup namespace (only
 /// its user namespace, which the agent is in): for these the agent is not handed those
 /// namespaces, saving the supervisor four opens and the agent four checks per mount. Decided
@@ -43,6 +49,9 @@ pub struct Protected {
     /// A procfs or sysfs the container mounts later gets them too.
     #[serde(default)]
     pub emulated: Vec<(String, MountKey)>,
+    /// The container's root file system, as mounted at `/` when it started.
+    #[serde(default)]
+    pub root: Option<MountKey>,
 }
 
 impl Protected {
@@ -109,11 +118,47 @@ pub enum Op {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub op: Op,
+    /// The trapped thread (host tid): what `/proc/self` in its paths means.
+    #[serde(default)]
+    pub caller: i32,
+}
+
+/// The fd number in a path naming one of the caller's own fds through procfs
+/// (`/proc/self/fd/N`, `/proc/thread-self/fd/N`): how runc, crun and youki name a mount target
+/// they opened and checked first. The agent is not in the caller's pid namespace, so resolved
+/// as given that path would name nothing, or the agent's own fds.
+pub fn own_fd_link(path: &str) -> Option<i32> {
+    let n = path
+        .strip_prefix("/proc/self/fd/")
+        .or_else(|| path.strip_prefix("/proc/thread-self/fd/"))?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_bare_fd_link_of_the_caller_is_its_fd() {
+        assert_eq!(own_fd_link("/proc/self/fd/7"), Some(7));
+        assert_eq!(own_fd_link("/proc/thread-self/fd/12"), Some(12));
+        for p in [
+            "/proc/self/fd/",
+            "/proc/self/fd/7/",
+            "/proc/self/fd/7/..",
+            "/proc/self/fd/-1",
+            "/proc/self/fd/+7",
+            "/proc/self/root/etc",
+            "/proc/1/fd/7",
+            "proc/self/fd/7",
+            "/proc/self/fd/99999999999",
+        ] {
+            assert_eq!(own_fd_link(p), None, "{p}");
+        }
+    }
 
     #[test]
     fn only_listed_file_systems_skip_the_mounters_namespaces() {

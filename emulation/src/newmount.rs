@@ -3,7 +3,9 @@
 //! is built detached, gets the container's emulated files bound inside, and only then appears
 //! at its target: no process ever sees it without them.
 
-use crate::mountops::{MountKey, Protected};
+use crate::mountops::{
+    MountKey, Protected, MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
+};
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
 use std::ffi::CString;
@@ -15,8 +17,6 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOVE_MOUNT_T_SYMLINKS: libc::c_uint = 0x10;
 
 /// The namespaces of the agent's last request besides the mount namespace, so that a burst of
 /// mounts from one process enters each once.
@@ -34,6 +34,8 @@ pub struct Joined {
 pub struct NewMount<'a> {
     pub source: Option<&'a str>,
     pub target: &'a str,
+    /// The target already resolved, when the process named it by one of its fds.
+    pub target_fd: Option<&'a OwnedFd>,
     pub fstype: Option<&'a str>,
     pub flags: u64,
     pub data: Option<&'a [u8]>,
@@ -123,7 +125,16 @@ pub fn mount(
 /// mount(2) as the process asked, paths resolved from its root and cwd.
 fn legacy(m: &NewMount) -> Result<(), Errno> {
     let source = m.source.map(cstring).transpose()?;
-    let target = cstring(m.target)?;
+    let target = match m.target_fd {
+        // mount(2) takes no fd: "." from inside the target is the same place. (A relative
+        // source, which file systems a container may mount never resolve, would then be
+        // taken from there too.)
+        Some(fd) => {
+            nix::unistd::fchdir(fd.as_raw_fd())?;
+            cstring(".")?
+        }
+        None => cstring(m.target)?,
+    };
     let fstype = m.fstype.map(cstring).transpose()?;
     let mut data = m.data.map(<[u8]>::to_vec);
     if let (Some(fd), Some(fuse)) = (
@@ -346,15 +357,20 @@ fn build_and_attach(m: &NewMount, clones: &[Clone], missing: &[String]) -> Resul
     let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
     attach_emulated(&mnt, clones, missing)?;
     let target = cstring(m.target)?;
-    // SAFETY: move_mount of our detached tree onto the target path (from the process's cwd).
+    let (to_dirfd, to_path, to_flags) = match m.target_fd {
+        Some(fd) => (fd.as_raw_fd(), c"", MOVE_MOUNT_T_EMPTY_PATH),
+        None => (libc::AT_FDCWD, target.as_c_str(), MOVE_MOUNT_T_SYMLINKS),
+    };
+    // SAFETY: move_mount of our detached tree onto the target (a path from the process's
+    // cwd, or its own fd); both strings are NUL-terminated and ours.
     cvt(unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             mnt.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS,
+            to_dirfd,
+            to_path.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | to_flags,
         )
     })
     .map(drop)

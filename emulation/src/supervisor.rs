@@ -628,7 +628,7 @@ fn perform(
     if !id_valid(fd, id) {
         return Err(Errno::ESRCH);
     }
-    let body = serde_json::to_vec(&Request { op }).map_err(|_| Errno::EINVAL)?;
+    let body = serde_json::to_vec(&Request { op, caller: pid }).map_err(|_| Errno::EINVAL)?;
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let exchange = |conn: &mut UnixStream| -> std::io::Result<i32> {
         nix::sys::socket::sendmsg::<()>(
@@ -868,6 +868,9 @@ pub fn measure(
             continue;
         };
         protected.flags.push((k, flags));
+        if mountpoint == "/" {
+            protected.root = Some(k);
+        }
         if pinned_targets.contains(&mountpoint.as_str()) || source.is_some() {
             protected.pinned.push((k, mount_id));
         }
