@@ -320,3 +320,70 @@ pub fn probe_mount() -> String {
         probe_dir().display()
     )
 }
+
+/// Files a container needs to run the host's runc: the binary (at /usr/bin/runc) and the
+/// directories of the shared libraries it loads, per `ldd`, as (host path, container path).
+pub fn inner_runtime_files() -> Vec<(String, String)> {
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc (apt-get install runc)");
+    let out = Command::new("ldd").arg(runc).output().expect("ldd");
+    let mut dirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .filter_map(|p| Path::new(p).parent())
+        .map(|d| d.display().to_string())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut files: Vec<(String, String)> = dirs.into_iter().map(|d| (d.clone(), d)).collect();
+    files.push((runc.to_string(), "/usr/bin/runc".to_string()));
+    files
+}
+
+/// Run inside a privileged container with [`inner_runtime_files`]: build a busybox bundle,
+/// `runc run` it, and report both containers' ID maps and uptimes; then try to unmount the
+/// outer container's emulated /proc/uptime.
+pub const INNER_RUNTIME_SCRIPT: &str = r#"set -e
+    cat /proc/self/uid_map
+    mkdir -p /b/rootfs/bin /b/rootfs/proc /b/rootfs/sys /b/rootfs/dev && cd /b
+    cp /bin/busybox rootfs/bin/ && ln -s busybox rootfs/bin/sh
+    /usr/bin/runc spec
+    sed -i 's/"terminal": true/"terminal": false/; s/"sh"$/"sh", "-c", "echo inner pid $$; cat \/proc\/self\/uid_map; read u rest < \/proc\/uptime; echo inner-uptime $u"/' config.json
+    /usr/bin/runc --root /run/inner run inner
+    umount /proc/uptime 2>/dev/null && echo BAD_UMOUNT_EMULATION
+    read u rest < /proc/uptime; echo outer-uptime $u"#;
+
+/// The inner container ran as pid 1 of its own, in the outer container's ID block, with the
+/// outer container's uptime (not the host's), and the emulation stayed in place.
+pub fn check_inner_run(r: &Run) {
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("inner pid 1"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    let maps: Vec<_> = r.stdout.lines().filter_map(parse_uid_map).collect();
+    assert_eq!(maps.len(), 2, "{}", r.stdout);
+    assert_eq!(maps[0], maps[1], "{}", r.stdout);
+    assert_ne!(maps[0].1, 0, "{}", r.stdout);
+    let seconds = |prefix: &str| -> f64 {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {}", r.stdout))
+    };
+    let host: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let (inner, outer) = (seconds("inner-uptime "), seconds("outer-uptime "));
+    assert!(inner <= outer + 0.5, "inner {inner} outer {outer}");
+    assert!(outer + 1.0 < host, "outer {outer} host {host}");
+}

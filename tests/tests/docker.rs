@@ -130,3 +130,17 @@ fn exec_uptime_and_removal_leave_nothing_behind() {
         leftovers_in("moby", "docker", &id)
     );
 }
+
+/// Docker-in-Docker's core through dockerd: `docker run --privileged` with the host's runc bound
+/// in runs a container of its own (dockerd gives the container its cgroup v1 hierarchies).
+#[test]
+fn docker_in_docker_a_runtime_inside_runs_a_container_of_its_own() {
+    let volumes: Vec<String> = inner_runtime_files()
+        .into_iter()
+        .flat_map(|(src, dst)| ["-v".to_string(), format!("{src}:{dst}:ro")])
+        .collect();
+    let mut extra: Vec<&str> = vec!["--privileged"];
+    extra.extend(volumes.iter().map(String::as_str));
+    let r = docker_run(&extra, &["sh", "-c", INNER_RUNTIME_SCRIPT]);
+    check_inner_run(&r);
+}

@@ -325,85 +325,23 @@ fn supervision_is_charged_to_the_containers_cpu_limit() {
     );
 }
 
-/// Directories holding `binary` and the shared libraries it loads, per `ldd`.
-fn library_dirs(binary: &str) -> Vec<String> {
-    let out = std::process::Command::new("ldd")
-        .arg(binary)
-        .output()
-        .unwrap();
-    let mut dirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .filter_map(|p| std::path::Path::new(p).parent())
-        .map(|d| d.display().to_string())
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
-}
-
 /// Docker-in-Docker's core: a container runtime inside a privileged ECI container (the host's
 /// runc, bound in read-only) creates and runs a container of its own. runc names every mount
 /// target by an fd it opened (`/proc/self/fd/N`) and unmounts pivot_root's old root; the inner
 /// container stays in the outer one's ID block and sees its emulated /proc/uptime.
 #[test]
 fn a_runtime_inside_the_container_runs_a_container_of_its_own() {
-    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("runc (apt-get install runc)");
     let mut extra = vec!["--privileged".to_string()];
-    for dir in library_dirs(runc) {
+    for (src, dst) in inner_runtime_files() {
         extra.push("--mount".into());
-        extra.push(format!("type=bind,src={dir},dst={dir},options=rbind:ro"));
+        extra.push(format!("type=bind,src={src},dst={dst},options=rbind:ro"));
     }
-    extra.push("--mount".into());
-    extra.push(format!(
-        "type=bind,src={runc},dst=/usr/bin/runc,options=rbind:ro"
-    ));
-    let script = r#"set -e
-        cat /proc/self/uid_map
-        mount -t cgroup2 none /sys/fs/cgroup
-        mkdir -p /b/rootfs/bin /b/rootfs/proc /b/rootfs/sys /b/rootfs/dev && cd /b
-        cp /bin/busybox rootfs/bin/ && ln -s busybox rootfs/bin/sh
-        /usr/bin/runc spec
-        sed -i 's/"terminal": true/"terminal": false/; s/"sh"$/"sh", "-c", "echo inner pid $$; cat \/proc\/self\/uid_map; read u rest < \/proc\/uptime; echo inner-uptime $u"/' config.json
-        /usr/bin/runc --root /run/inner run inner
-        umount /proc/uptime 2>/dev/null && echo BAD_UMOUNT_EMULATION
-        echo outer-uptime $(cut -d" " -f1 /proc/uptime)"#;
+    // ctr gives no /sys/fs/cgroup; runc finds the cgroup2 hierarchy the container mounts.
+    let script = format!("mount -t cgroup2 none /sys/fs/cgroup && {INNER_RUNTIME_SCRIPT}");
     let id = name("inner-runc");
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let r = run(&id, &extra, &["sh", "-c", script]);
-    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
-    assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("inner pid 1"),
-        "{} {}",
-        r.stdout,
-        r.stderr
-    );
-    // Both uid_maps are the outer container's block.
-    let maps: Vec<_> = r.stdout.lines().filter_map(parse_uid_map).collect();
-    assert_eq!(maps.len(), 2, "{}", r.stdout);
-    assert_eq!(maps[0], maps[1], "{}", r.stdout);
-    assert_ne!(maps[0].1, 0, "{}", r.stdout);
-    let seconds = |prefix: &str| -> f64 {
-        r.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in {}", r.stdout))
-    };
-    let host: f64 = std::fs::read_to_string("/proc/uptime")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let (inner, outer) = (seconds("inner-uptime "), seconds("outer-uptime "));
-    assert!(inner <= outer + 0.5, "inner {inner} outer {outer}");
-    assert!(outer + 1.0 < host, "outer {outer} host {host}");
+    let r = run(&id, &extra, &["sh", "-c", &script]);
+    check_inner_run(&r);
     let left = leftovers_after(&id, std::time::Duration::from_secs(10));
     assert!(left.is_empty(), "{left:?}");
 }
