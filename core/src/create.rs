@@ -307,6 +307,15 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         .pid()
         .ok_or_else(|| CreateError::Libcontainer("container has no init pid".into()))?
         .as_raw();
+    if may_manage_cgroups(&spec) {
+        let config = container
+            .spec()
+            .map_err(|e| CreateError::Libcontainer(error_chain(&e)))?;
+        crate::delegate::delegate(&config.cgroup_path, block.first).map_err(io(format!(
+            "delegate cgroup {} to the container's root",
+            config.cgroup_path.display()
+        )))?;
+    }
 
     if !hardened.joins_user_namespace {
         let record = LeaseRecord {
@@ -324,6 +333,16 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         block: block.first,
         supervised,
     })
+}
+
+/// Whether the container holds CAP_SYS_ADMIN, and so may mount a cgroup file system and run a
+/// container runtime of its own: such a container gets its cgroups delegated.
+fn may_manage_cgroups(spec: &Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .is_some_and(|b| b.contains(&libcontainer::oci_spec::runtime::Capability::SysAdmin))
 }
 
 /// Open the container's stdio the way libcontainer wants it: fds, with /dev/null for absent

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod create;
+pub mod delegate;
 pub mod exec;
 pub mod idmap;
 pub mod layout;

@@ -134,6 +134,16 @@ impl Handle<'_> {
         let mut killed = Vec::new();
         if let Ok(mut c) = self.load() {
             killed = self.kill_all(libc::SIGKILL).unwrap_or_default();
+            // Cgroups the container made in its delegated directories go first: libcontainer
+            // removes only the container's own.
+            if let Ok(config) = c.spec() {
+                let deadline = std::time::Instant::now() + KILLED_EXIT_LIMIT;
+                while !crate::delegate::remove_descendants(&config.cgroup_path).is_empty()
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
             // libcontainer's delete removes the cgroup and the state directory.
             if let Err(e) = c.delete(true) {
                 log::warn!("delete {}: {e}", self.id);

@@ -321,25 +321,44 @@ pub fn probe_mount() -> String {
     )
 }
 
-/// Files a container needs to run the host's runc: the binary (at /usr/bin/runc) and the
-/// directories of the shared libraries it loads, per `ldd`, as (host path, container path).
-pub fn inner_runtime_files() -> Vec<(String, String)> {
-    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("runc (apt-get install runc)");
-    let out = Command::new("ldd").arg(runc).output().expect("ldd");
-    let mut dirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .filter_map(|p| Path::new(p).parent())
-        .map(|d| d.display().to_string())
-        .collect();
+/// Host binaries `names` (found on PATH or in the sbin directories) for a container, at
+/// /usr/local/bin/NAME, and the directories of the shared libraries they load, per `ldd`: as
+/// (host path, container path), all to be bound read-only.
+pub fn host_binaries(names: &[&str]) -> Vec<(String, String)> {
+    let mut dirs = Vec::new();
+    let mut files = Vec::new();
+    for name in names {
+        let found = std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .chain(["/usr/sbin", "/usr/bin", "/sbin"])
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{name} not found (apt-get install runc docker.io)"));
+        let out = Command::new("ldd").arg(&found).output().expect("ldd");
+        dirs.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter(|w| w.starts_with('/'))
+                .filter_map(|p| Path::new(p).parent())
+                .map(|d| d.display().to_string()),
+        );
+        files.push((
+            found.display().to_string(),
+            format!("/usr/local/bin/{name}"),
+        ));
+    }
     dirs.sort();
     dirs.dedup();
-    let mut files: Vec<(String, String)> = dirs.into_iter().map(|d| (d.clone(), d)).collect();
-    files.push((runc.to_string(), "/usr/bin/runc".to_string()));
-    files
+    dirs.into_iter()
+        .map(|d| (d.clone(), d))
+        .chain(files)
+        .collect()
+}
+
+/// What a container needs to run the host's runc.
+pub fn inner_runtime_files() -> Vec<(String, String)> {
+    host_binaries(&["runc"])
 }
 
 /// Run inside a privileged container with [`inner_runtime_files`]: build a busybox bundle,
@@ -349,9 +368,9 @@ pub const INNER_RUNTIME_SCRIPT: &str = r#"set -e
     cat /proc/self/uid_map
     mkdir -p /b/rootfs/bin /b/rootfs/proc /b/rootfs/sys /b/rootfs/dev && cd /b
     cp /bin/busybox rootfs/bin/ && ln -s busybox rootfs/bin/sh
-    /usr/bin/runc spec
+    /usr/local/bin/runc spec
     sed -i 's/"terminal": true/"terminal": false/; s/"sh"$/"sh", "-c", "echo inner pid $$; cat \/proc\/self\/uid_map; read u rest < \/proc\/uptime; echo inner-uptime $u"/' config.json
-    /usr/bin/runc --root /run/inner run inner
+    /usr/local/bin/runc --root /run/inner run inner
     umount /proc/uptime 2>/dev/null && echo BAD_UMOUNT_EMULATION
     read u rest < /proc/uptime; echo outer-uptime $u"#;
 

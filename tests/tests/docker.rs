@@ -144,3 +144,50 @@ fn docker_in_docker_a_runtime_inside_runs_a_container_of_its_own() {
     let r = docker_run(&extra, &["sh", "-c", INNER_RUNTIME_SCRIPT]);
     check_inner_run(&r);
 }
+
+/// The seeds' Docker-in-Docker: dockerd, containerd and runc (the host's, bound in read-only)
+/// run inside `docker run --privileged`, and the inner `docker run --memory 64m` works: the
+/// inner container is in the outer one's ID block, sees its uptime, and gets its memory limit
+/// from the cgroup the outer container was delegated. Nothing is left on the host after.
+#[test]
+fn docker_in_docker_runs_dockerd_and_its_containers() {
+    let e = docker_env();
+    let mut files = host_binaries(&["dockerd", "containerd", "containerd-shim-runc-v2", "runc"]);
+    files.push((e.cli.clone(), "/usr/local/bin/docker".into()));
+    let volumes: Vec<String> = files
+        .into_iter()
+        .flat_map(|(src, dst)| ["-v".to_string(), format!("{src}:{dst}:ro")])
+        .collect();
+    let script = r#"set -e
+        export PATH=/usr/local/bin:$PATH
+        cat /proc/self/uid_map
+        mkdir -p /var/lib/docker /run /tmp /img/bin && mount -t tmpfs tmpfs /var/lib/docker
+        dockerd --iptables=false --ip-masq=false --bridge=none --storage-driver vfs \
+            -H unix:///run/inner.sock > /tmp/dockerd.log 2>&1 &
+        for i in $(seq 300); do docker -H unix:///run/inner.sock version >/dev/null 2>&1 && break; sleep 0.1; done
+        cp /bin/busybox /img/bin/ && ln -s busybox /img/bin/sh
+        tar -C /img -c . | docker -H unix:///run/inner.sock import - bb >/dev/null
+        docker -H unix:///run/inner.sock run --rm --network none --memory 64m bb sh -c \
+            'echo inner pid $$; cat /proc/self/uid_map; read u rest < /proc/uptime; echo inner-uptime $u; echo limit $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)' \
+            || { tail -20 /tmp/dockerd.log; exit 1; }
+        umount /proc/uptime 2>/dev/null && echo BAD_UMOUNT_EMULATION
+        read u rest < /proc/uptime; echo outer-uptime $u"#;
+    let cidfile = std::env::temp_dir().join(name("dind-cid"));
+    let cid = format!("--cidfile={}", cidfile.display());
+    let mut extra: Vec<&str> = vec!["--privileged", &cid];
+    extra.extend(volumes.iter().map(String::as_str));
+    let r = docker_run(&extra, &["sh", "-c", script]);
+    check_inner_run(&r);
+    assert!(r.stdout.contains("limit 67108864"), "{}", r.stdout);
+    let id = std::fs::read_to_string(&cidfile).unwrap_or_default();
+    let _ = std::fs::remove_file(&cidfile);
+    assert!(!id.is_empty(), "no container id in {}", cidfile.display());
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || leftovers_in(
+            "moby", "docker", &id
+        )
+        .is_empty()),
+        "{:?}",
+        leftovers_in("moby", "docker", &id)
+    );
+}

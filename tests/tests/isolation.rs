@@ -426,3 +426,46 @@ fn a_joined_user_namespace_keeps_its_block_until_the_last_container_leaves() {
     let left = leftovers_after(&owner, std::time::Duration::from_secs(5));
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A container that may manage cgroups (privileged) owns its cgroup directory, as a runtime
+/// inside it needs: it makes a child cgroup, limits it and moves itself there. Its own limit
+/// is the host's and stays so, and the cgroups it made go with it.
+#[test]
+fn a_privileged_container_is_delegated_its_cgroup_but_not_its_limits() {
+    let id = name("delegated");
+    let script = "mkdir -p /mnt/mem && mount -t cgroup -o memory cg /mnt/mem && cd /mnt/mem; \
+        echo 9223372036854771712 > memory.limit_in_bytes 2>/dev/null && echo BAD_OWN_LIMIT; \
+        echo 1 > memory.use_hierarchy 2>/dev/null && echo BAD_OWN_KNOB; \
+        mkdir child && echo 33554432 > child/memory.limit_in_bytes && echo $$ > child/cgroup.procs \
+          && echo child-limit $(cat child/memory.limit_in_bytes) && grep -q /child /proc/self/cgroup && echo MOVED; \
+        mkdir -p child/grandchild && echo NESTED";
+    let r = run(
+        &id,
+        &["--privileged", "--memory-limit", "67108864"],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
+    assert!(r.stdout.contains("child-limit 33554432"), "{}", r.stdout);
+    assert!(r.stdout.contains("MOVED"), "{}", r.stdout);
+    assert!(r.stdout.contains("NESTED"), "{}", r.stdout);
+    // The container exited leaving child/grandchild behind: delete removed them, and its cgroup.
+    let left = leftovers_after(&id, std::time::Duration::from_secs(10));
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Without CAP_SYS_ADMIN nothing is delegated: the cgroup stays the host's.
+#[test]
+fn an_unprivileged_containers_cgroup_stays_the_hosts() {
+    let id = name("undelegated");
+    run_detached(&id, &[], &["sleep", "30"]);
+    // cgroup v1 (memory hierarchy) or v2.
+    let dir = ["/sys/fs/cgroup/memory/default", "/sys/fs/cgroup/default"]
+        .map(|p| std::path::Path::new(p).join(&id))
+        .into_iter()
+        .find(|d| d.is_dir())
+        .expect("the container's cgroup");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&dir).unwrap());
+    remove(&id);
+    assert_eq!(owner, 0, "{}", dir.display());
+}
