@@ -146,7 +146,7 @@ fn docker_in_docker_a_runtime_inside_runs_a_container_of_its_own() {
 }
 
 /// The seeds' Docker-in-Docker: dockerd, containerd and runc (the host's, bound in read-only)
-/// run inside `docker run --privileged`, and the inner `docker run --memory 64m` works: the
+/// run inside `docker run --privileged`, with overlay2 storage on a tmpfs, and the inner `docker run --memory 64m` works: the
 /// inner container is in the outer one's ID block, sees its uptime, and gets its memory limit
 /// from the cgroup the outer container was delegated. Nothing is left on the host after.
 #[test]
@@ -162,7 +162,7 @@ fn docker_in_docker_runs_dockerd_and_its_containers() {
         export PATH=/usr/local/bin:$PATH
         cat /proc/self/uid_map
         mkdir -p /var/lib/docker /run /tmp /img/bin && mount -t tmpfs tmpfs /var/lib/docker
-        dockerd --iptables=false --ip-masq=false --bridge=none --storage-driver vfs \
+        dockerd --iptables=false --ip-masq=false --bridge=none --storage-driver overlay2 \
             -H unix:///run/inner.sock > /tmp/dockerd.log 2>&1 &
         for i in $(seq 300); do docker -H unix:///run/inner.sock version >/dev/null 2>&1 && break; sleep 0.1; done
         cp /bin/busybox /img/bin/ && ln -s busybox /img/bin/sh
