@@ -311,10 +311,18 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         let config = container
             .spec()
             .map_err(|e| CreateError::Libcontainer(error_chain(&e)))?;
-        crate::delegate::delegate(&config.cgroup_path, block.first).map_err(io(format!(
-            "delegate cgroup {} to the container's root",
-            config.cgroup_path.display()
-        )))?;
+        let delegated = crate::delegate::delegate(&config.cgroup_path, &req.id, block.first)
+            .map_err(io(format!(
+                "delegate cgroup {} to the container's root",
+                config.cgroup_path.display()
+            )))?;
+        if !delegated {
+            log::warn!(
+                "{}: cgroup {} is not the container's own; not delegated",
+                req.id,
+                config.cgroup_path.display()
+            );
+        }
     }
 
     if !hardened.joins_user_namespace {

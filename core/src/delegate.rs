@@ -53,13 +53,37 @@ fn hierarchy_mounts(mountinfo: &str) -> Vec<PathBuf> {
     mounts
 }
 
-/// Hand the container's cgroup directories to `owner` (the host ID of the container's root).
-pub fn delegate(cgroups_path: &Path, owner: u32) -> io::Result<()> {
+/// Whether `cgroups_path` can be the container's alone: its last component names the container
+/// (`/default/ID`, `/docker/ID`, `…:cri-containerd:ID`). A path a user pointed at a shared
+/// cgroup (`--cgroup-parent`, `/`) is never handed over.
+pub fn is_own(cgroups_path: &Path, id: &str) -> bool {
+    !id.is_empty()
+        && cgroups_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains(id))
+}
+
+/// Hand the container `id`'s cgroup directories to `owner` (the host ID of its root). Only
+/// directories of its own that hold no cgroup yet: anything else stays the host's, and the
+/// answer is false.
+pub fn delegate(cgroups_path: &Path, id: &str, owner: u32) -> io::Result<bool> {
+    let dirs = container_dirs(cgroups_path);
+    let has_children = |dir: &PathBuf| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+    };
+    if !is_own(cgroups_path, id) || dirs.iter().any(has_children) {
+        return Ok(false);
+    }
     let (owner, group) = (
         Some(nix::unistd::Uid::from_raw(owner)),
         Some(nix::unistd::Gid::from_raw(owner)),
     );
-    for dir in container_dirs(cgroups_path) {
+    for dir in dirs {
         nix::unistd::chown(&dir, owner, group)?;
         for file in DELEGATED_FILES {
             match nix::unistd::chown(&dir.join(file), owner, group) {
@@ -68,7 +92,7 @@ pub fn delegate(cgroups_path: &Path, owner: u32) -> io::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Remove every cgroup the container made beneath its own directories, deepest first. Their
@@ -122,6 +146,20 @@ mod tests {
             ]
             .map(PathBuf::from)
         );
+    }
+
+    #[test]
+    fn only_a_path_naming_the_container_is_its_own() {
+        assert!(is_own(Path::new("/default/c1"), "c1"));
+        assert!(is_own(Path::new("/docker/abc123"), "abc123"));
+        assert!(is_own(
+            Path::new("/system.slice/cri-containerd-abc123.scope"),
+            "abc123"
+        ));
+        assert!(!is_own(Path::new("/default"), "c1"));
+        assert!(!is_own(Path::new("/"), "c1"));
+        assert!(!is_own(Path::new("/c1/shared"), "c1"));
+        assert!(!is_own(Path::new("/default/c1"), ""));
     }
 
     #[test]
