@@ -454,18 +454,33 @@ fn a_privileged_container_is_delegated_its_cgroup_but_not_its_limits() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// Without CAP_SYS_ADMIN nothing is delegated: the cgroup stays the host's.
+/// Without CAP_SYS_ADMIN nothing is delegated, nor is a cgroup path that does not name the
+/// container (one a user pointed elsewhere): those cgroups stay the host's.
 #[test]
-fn an_unprivileged_containers_cgroup_stays_the_hosts() {
-    let id = name("undelegated");
-    run_detached(&id, &[], &["sleep", "30"]);
-    // cgroup v1 (memory hierarchy) or v2.
-    let dir = ["/sys/fs/cgroup/memory/default", "/sys/fs/cgroup/default"]
-        .map(|p| std::path::Path::new(p).join(&id))
-        .into_iter()
-        .find(|d| d.is_dir())
-        .expect("the container's cgroup");
-    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&dir).unwrap());
-    remove(&id);
-    assert_eq!(owner, 0, "{}", dir.display());
+fn cgroups_stay_the_hosts_without_sys_admin_or_on_a_shared_path() {
+    let owner_of = |id: &str, path: &str| {
+        // cgroup v1 (memory hierarchy) or v2.
+        let dir = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+            .map(|h| std::path::Path::new(h).join(path.trim_start_matches('/')))
+            .into_iter()
+            .find(|d| d.is_dir())
+            .unwrap_or_else(|| panic!("no cgroup {path} for {id}"));
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&dir).unwrap())
+    };
+    let unprivileged = name("undelegated");
+    run_detached(&unprivileged, &[], &["sleep", "30"]);
+    let owner = owner_of(&unprivileged, &format!("default/{unprivileged}"));
+    remove(&unprivileged);
+    assert_eq!(owner, 0, "unprivileged");
+
+    let shared = name("shared-cg");
+    let path = format!("/eci-shared-{}", std::process::id());
+    run_detached(
+        &shared,
+        &["--privileged", "--cgroup", &path],
+        &["sleep", "30"],
+    );
+    let owner = owner_of(&shared, &path);
+    remove(&shared);
+    assert_eq!(owner, 0, "privileged on {path}");
 }
