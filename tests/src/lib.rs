@@ -237,6 +237,12 @@ pub fn leftovers_after(id: &str, timeout: Duration) -> Vec<String> {
     leftovers(id)
 }
 
+/// What is still left for a dockerd container (see [`leftovers_in`]) after `timeout`.
+pub fn docker_leftovers_after(id: &str, timeout: Duration) -> Vec<String> {
+    wait_until(timeout, || leftovers_in("moby", "docker", id).is_empty());
+    leftovers_in("moby", "docker", id)
+}
+
 /// The same for a container of containerd namespace `namespace` whose cgroups sit under
 /// `cgroup_parent` (dockerd: "moby" and "docker").
 pub fn leftovers_in(namespace: &str, cgroup_parent: &str, id: &str) -> Vec<String> {

@@ -121,14 +121,8 @@ fn exec_uptime_and_removal_leave_nothing_behind() {
     let uptime: f64 = exec.stdout.lines().nth(1).unwrap().parse().unwrap();
     assert!(uptime < 60.0, "the container's uptime: {uptime}");
     assert_eq!(stop.code, 0, "{}", stop.stderr);
-    assert!(
-        wait_until(std::time::Duration::from_secs(5), || leftovers_in(
-            "moby", "docker", &id
-        )
-        .is_empty()),
-        "{:?}",
-        leftovers_in("moby", "docker", &id)
-    );
+    let left = docker_leftovers_after(&id, std::time::Duration::from_secs(5));
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Docker-in-Docker's core through dockerd: `docker run --privileged` with the host's runc bound
@@ -182,12 +176,6 @@ fn docker_in_docker_runs_dockerd_and_its_containers() {
     let id = std::fs::read_to_string(&cidfile).unwrap_or_default();
     let _ = std::fs::remove_file(&cidfile);
     assert!(!id.is_empty(), "no container id in {}", cidfile.display());
-    assert!(
-        wait_until(std::time::Duration::from_secs(10), || leftovers_in(
-            "moby", "docker", &id
-        )
-        .is_empty()),
-        "{:?}",
-        leftovers_in("moby", "docker", &id)
-    );
+    let left = docker_leftovers_after(&id, std::time::Duration::from_secs(10));
+    assert!(left.is_empty(), "{left:?}");
 }
