@@ -484,3 +484,76 @@ fn cgroups_stay_the_hosts_without_sys_admin_or_on_a_shared_path() {
     remove(&shared);
     assert_eq!(owner, 0, "privileged on {path}");
 }
+
+/// What containerd's CRI does for a pod, through ctr: the sandbox and an app container carry
+/// the same `io.kubernetes.cri.sandbox-id`, so one shim serves both; the app container joins
+/// the sandbox's network and IPC namespaces and so shares its user namespace and ID block.
+/// The app container comes and goes while the sandbox lives; then the sandbox goes, and with
+/// it the shim, leaving nothing.
+#[test]
+fn a_pods_containers_share_one_shim_and_one_id_block() {
+    let sandbox = name("pod");
+    let app = name("pod-app");
+    let group = format!("io.kubernetes.cri.sandbox-id={sandbox}");
+    run_detached(&sandbox, &["--annotation", &group], &["sleep", "60"]);
+    let pid = task_pid(&sandbox).expect("sandbox pid");
+    let shim = shim_pid(&sandbox).expect("the pod's shim");
+    run_detached(
+        &app,
+        &[
+            "--annotation",
+            &group,
+            "--with-ns",
+            &format!("network:/proc/{pid}/ns/net"),
+            "--with-ns",
+            &format!("ipc:/proc/{pid}/ns/ipc"),
+        ],
+        &["sleep", "60"],
+    );
+    let app_pid = task_pid(&app).expect("app pid");
+    let parent = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:")?.trim().parse::<i32>().ok())
+    };
+    let parents = (parent(pid), parent(app_pid));
+    let probe = "cat /proc/self/uid_map; for n in net ipc user; do readlink /proc/self/ns/$n; done";
+    let in_sandbox = exec(&sandbox, "s", &["sh", "-c", probe]);
+    let in_app = exec(&app, "a", &["sh", "-c", probe]);
+    let shims_of_app = shim_pid(&app);
+    remove(&app);
+    let sandbox_still_runs = task_status(&sandbox);
+    let app_left = leftovers_after(&app, std::time::Duration::from_secs(10));
+    remove(&sandbox);
+    let shim_gone = wait_until(std::time::Duration::from_secs(10), || {
+        !std::path::Path::new(&format!("/proc/{shim}")).exists()
+    });
+    let sandbox_left = leftovers_after(&sandbox, std::time::Duration::from_secs(10));
+
+    assert_eq!(
+        parents.0,
+        Some(shim),
+        "the sandbox's init is the shim's child"
+    );
+    assert_eq!(
+        parents.1,
+        Some(shim),
+        "the app container is served by the pod's shim"
+    );
+    assert_eq!(
+        shims_of_app, None,
+        "no shim of its own for the app container"
+    );
+    assert_eq!(in_sandbox.code, 0, "{}", in_sandbox.stderr);
+    assert_eq!(in_app.code, 0, "{}", in_app.stderr);
+    assert_eq!(
+        in_app.stdout, in_sandbox.stdout,
+        "one user, network and IPC namespace"
+    );
+    assert!(parse_uid_map(&in_app.stdout).is_some_and(|(_, host, _)| host >= 100_000));
+    assert_eq!(sandbox_still_runs.as_deref(), Some("RUNNING"));
+    assert!(app_left.is_empty(), "{app_left:?}");
+    assert!(shim_gone, "the pod's shim outlived its last container");
+    assert!(sandbox_left.is_empty(), "{sandbox_left:?}");
+}
