@@ -7,6 +7,7 @@ scripts/install-deps.sh
 cargo build --release --workspace
 # A fresh containerd: it caches the binary a runtime name resolves to (the enforcement test
 # needs io.containerd.runc.v2 unresolved).
+scripts/crienv.sh stop
 scripts/dockerenv.sh stop
 scripts/testenv.sh stop
 # Assigned first, so that a failing start stops the run (an eval of nothing would not).
@@ -14,7 +15,9 @@ testenv=$(scripts/testenv.sh start)
 eval "$testenv"
 dockerenv=$(scripts/dockerenv.sh start)
 eval "$dockerenv"
-trap 'scripts/dockerenv.sh stop; scripts/testenv.sh stop' EXIT
+crienv=$(scripts/crienv.sh start)
+eval "$crienv"
+trap 'scripts/crienv.sh stop; scripts/dockerenv.sh stop; scripts/testenv.sh stop' EXIT
 log=$(mktemp)
 status=0
 cargo test --release --workspace --no-fail-fast -- --test-threads 4 2>&1 | tee "$log" || status=$?

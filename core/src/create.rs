@@ -16,7 +16,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::mount::{umount2, MntFlags};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -76,6 +76,8 @@ pub enum CreateError {
         what: String,
         source: std::io::Error,
     },
+    #[error("oom_score_adj {requested} is lower than this shim may set: that needs CAP_SYS_RESOURCE, which containerd and its shims do not have here; ask for {current} or more (containerd's CRI: restrict_oom_score_adj = true), or run containerd with CAP_SYS_RESOURCE")]
+    OomScoreAdj { requested: i32, current: i32 },
     #[error("libcontainer: {0}")]
     Libcontainer(String),
     #[error("{0}")]
@@ -139,6 +141,7 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     };
 
     let spec = read_spec(&req.bundle)?;
+    check_oom_score_adj(&spec)?;
     let policy = load_policy(&req.policy_path).map_err(|r| refuse(req, &Policy::default(), r))?;
 
     let leases = LeaseDir::new(layout.leases());
@@ -223,7 +226,13 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     }
 
     let staging = layout.staging(&req.namespace, &req.id).join("binds");
+    let pod_network = enter_host_owned_netns(&mut spec)?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    if pod_network {
+        let at = staging.join("sysfs");
+        stage_sysfs(&mut mounts, &at)?;
+        undo.staged.push(at);
+    }
     for index in hardened.idmapped_binds {
         let m = &mut mounts[index];
         let Some(source) = m.source().clone() else {
@@ -341,6 +350,116 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         block: block.first,
         supervised,
     })
+}
+
+/// A network namespace the spec joins that is owned by the host's user namespace (containerd's
+/// CRI makes the pod's before the sandbox exists and sets it up with CNI) cannot be entered from
+/// inside the container's user namespace, where libcontainer joins namespaces. This helper,
+/// still host root, enters it instead, and the container inherits it: the entry leaves the spec.
+/// The container's root holds no capability over that namespace, as in a Kubernetes pod with
+/// user namespaces: the orchestrator owns the pod's network. Returns whether it did.
+fn enter_host_owned_netns(spec: &mut Spec) -> Result<bool, CreateError> {
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(false);
+    };
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    let Some(path) = namespaces
+        .iter()
+        .find(|n| n.typ() == Ns::Network)
+        .and_then(|n| n.path().clone())
+    else {
+        return Ok(false);
+    };
+    let netns =
+        File::open(&path).map_err(io(format!("open network namespace {}", path.display())))?;
+    if !owned_by_our_user_ns(&netns)
+        .map_err(io(format!("owner of network namespace {}", path.display())))?
+    {
+        return Ok(false);
+    }
+    nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+        CreateError::Io {
+            what: format!("enter network namespace {}", path.display()),
+            source: e.into(),
+        }
+    })?;
+    namespaces.retain(|n| n.typ() != Ns::Network);
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    Ok(true)
+}
+
+/// NS_GET_USERNS, _IO(0xb7, 0x1): the user namespace owning a namespace.
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+
+/// Whether namespace `ns` is owned by this process's user namespace (the host's, in the
+/// helper): one that host root joins, and a process already in a container's cannot.
+pub(crate) fn owned_by_our_user_ns(ns: &File) -> std::io::Result<bool> {
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new fd (or -1).
+    let owner = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+    if owner < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd from the ioctl, owned from here.
+    let owner = unsafe { OwnedFd::from_raw_fd(owner) };
+    let owner = nix::sys::stat::fstat(owner.as_raw_fd())?.st_ino;
+    Ok(file_id(Path::new("/proc/self/ns/user"))?.ino == owner)
+}
+
+/// In a network namespace the container's root does not own, the kernel refuses it a sysfs (a
+/// sysfs shows a network namespace). This helper mounts one there, of the pod's network
+/// namespace, at `at`, and the spec's sysfs becomes a bind of it with the same flags.
+fn stage_sysfs(
+    mounts: &mut [libcontainer::oci_spec::runtime::Mount],
+    at: &Path,
+) -> Result<(), CreateError> {
+    use nix::mount::{mount, MsFlags};
+    for m in mounts
+        .iter_mut()
+        .filter(|m| m.typ().as_deref() == Some("sysfs"))
+    {
+        let options: Vec<String> = m.options().clone().unwrap_or_default();
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        if options.iter().any(|o| o == "ro") {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        if !at.exists() {
+            fs::create_dir_all(at).map_err(io(format!("create {}", at.display())))?;
+            mount(Some("sysfs"), at, Some("sysfs"), flags, None::<&str>).map_err(|e| {
+                CreateError::Io {
+                    what: format!("mount the pod network's sysfs at {}", at.display()),
+                    source: e.into(),
+                }
+            })?;
+        }
+        let mut bind = vec!["rbind".to_string()];
+        bind.extend(options.into_iter().filter(|o| o != "rbind" && o != "bind"));
+        m.set_typ(Some("bind".into()))
+            .set_source(Some(at.to_path_buf()))
+            .set_options(Some(bind));
+    }
+    Ok(())
+}
+
+/// libcontainer sets the process's oom_score_adj in this helper (host root, about to become the
+/// container's parent), which its children inherit. Lowering it takes CAP_SYS_RESOURCE, and
+/// without that libcontainer fails with a bare EACCES: the same write is tried first here, so
+/// the refusal says what to change, before anything is made.
+fn check_oom_score_adj(spec: &Spec) -> Result<(), CreateError> {
+    let Some(requested) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+        return Ok(());
+    };
+    match fs::write("/proc/self/oom_score_adj", requested.to_string()) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let current = fs::read_to_string("/proc/self/oom_score_adj")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            Err(CreateError::OomScoreAdj { requested, current })
+        }
+        // Anything else (an out-of-range value) is libcontainer's to report.
+        _ => Ok(()),
+    }
 }
 
 /// Whether the container holds CAP_SYS_ADMIN, and so may mount a cgroup file system and run a

@@ -111,6 +111,13 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             namespaces.push((f, *flag));
         }
     }
+    // A namespace the host owns (a CRI pod's network namespace) is joined before the user
+    // namespace, while the process still holds the host's capabilities.
+    let host_owned = |(f, flag): &(File, CloneFlags)| {
+        *flag != CloneFlags::CLONE_NEWUSER
+            && crate::create::owned_by_our_user_ns(f).unwrap_or(false)
+    };
+    namespaces.sort_by_key(|ns| !host_owned(ns));
     let stdio = match &req.stdio.console_socket {
         Some(path) => ExecStdio::Console(
             UnixStream::connect(path).map_err(|e| other(format!("console socket: {e}")))?,

@@ -93,6 +93,24 @@ pub fn docker_env() -> &'static DockerEnv {
     })
 }
 
+/// containerd's CRI plugin with the ECI shim as runtime handler "eci" (scripts/crienv.sh).
+pub struct CriEnv {
+    pub socket: String,
+    pub image: String,
+}
+
+pub fn cri_env() -> &'static CriEnv {
+    static ENV: OnceLock<CriEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let [socket, image] = <[String; 2]>::try_from(started_env(
+            "crienv.sh",
+            &["ECI_CRI_SOCKET", "ECI_CRI_IMAGE"],
+        ))
+        .expect("two values");
+        CriEnv { socket, image }
+    })
+}
+
 /// `docker -H HOST args…`
 pub fn docker(args: &[&str]) -> Run {
     let e = docker_env();

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# containerd's CRI plugin (the Kubernetes path) on a containerd of its own: the ECI shim is the
+# runtime handler "eci" (what a RuntimeClass names), pods get a bridge CNI network, and the
+# test image's "pause" tag (sleep) is the sandbox image, since no registry can be reached.
+#   scripts/crienv.sh start   # prints the environment to source
+#   scripts/crienv.sh stop
+set -euo pipefail
+ROOT=${ECI_CRI_ROOT:-/tmp/eci-cri}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${ECI_BIN_DIR:-$REPO/target/release}
+SOCK=$ROOT/containerd.sock
+IMAGE=eci.test/busybox:latest
+PAUSE=eci.test/busybox:pause
+CNI_BIN=${ECI_CNI_BIN:-/usr/lib/cni}
+
+ctr_() { ctr --address "$SOCK" --namespace k8s.io "$@"; }
+
+import_images() {
+  # The test image's layout, with a second tag whose command never ends.
+  local layout=$ROOT/oci
+  rm -rf "$layout"
+  cp -a "$ECI_TEST_ROOT/image/oci" "$layout"
+  umoci config --image "$layout:latest" --tag pause --config.cmd sleep --config.cmd 2147483647 >/dev/null
+  tar -C "$layout" -cf "$ROOT/images.tar" .
+  ctr_ images import --base-name "${IMAGE%:*}" "$ROOT/images.tar" >/dev/null
+}
+
+start() {
+  [ -x "$CNI_BIN/bridge" ] || { echo "CNI plugins not found in $CNI_BIN (apt-get install containernetworking-plugins)" >&2; exit 1; }
+  eval "$("$REPO/scripts/testenv.sh" start)"
+  mkdir -p "$ROOT"
+  if ! ctr --address "$SOCK" version >/dev/null 2>&1; then
+    mkdir -p "$ROOT/cni" "$ROOT/bin"
+    cat > "$ROOT/cni/10-eci-test.conflist" <<JSON
+{
+  "cniVersion": "0.4.0",
+  "name": "eci-test",
+  "plugins": [
+    {"type": "bridge", "bridge": "eci-cri0", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.233.0.0/24"}]], "dataDir": "$ROOT/ipam"}}
+  ]
+}
+JSON
+    cat > "$ROOT/config.toml" <<TOML
+version = 2
+root = "$ROOT/root"
+state = "$ROOT/state"
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE"
+  # The kubelet asks -998 for a sandbox; below containerd's own value that needs
+  # CAP_SYS_RESOURCE, which a sandboxed CI machine may not grant.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$CNI_BIN"
+    conf_dir = "$ROOT/cni"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "eci"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.eci]
+    runtime_type = "io.containerd.eci.v2"
+TOML
+    # As in testenv.sh: the shims on PATH, no runc.
+    ln -sf "$BIN/containerd-shim-eci-v2" "$ROOT/bin/containerd-shim-eci-v2"
+    ln -sf "$(command -v ctr)" "$ROOT/bin/ctr"
+    nohup env PATH="$ROOT/bin" ${ECI_HELPER_LOG:+ECI_HELPER_LOG=$ECI_HELPER_LOG} "$(command -v containerd)" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
+    echo $! > "$ROOT/containerd.pid"
+    for _ in $(seq 100); do ctr --address "$SOCK" version >/dev/null 2>&1 && break; sleep 0.1; done
+    ctr --address "$SOCK" version >/dev/null || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }
+  fi
+  ctr_ images ls -q | grep -qx "$PAUSE" || import_images
+  echo "export ECI_CRI_SOCKET=$SOCK ECI_CRI_IMAGE=$IMAGE"
+}
+
+stop() {
+  if [ -f "$ROOT/containerd.pid" ]; then
+    kill "$(cat "$ROOT/containerd.pid")" 2>/dev/null || true
+    sleep 1
+  fi
+  ip link delete eci-cri0 2>/dev/null || true
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
