@@ -227,6 +227,9 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
 
     let staging = layout.staging(&req.namespace, &req.id).join("binds");
     let pod_network = enter_host_owned_netns(&mut spec)?;
+    if pod_network {
+        set_network_sysctls(&mut spec, block)?;
+    }
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     if pod_network {
         let at = staging.join("sysfs");
@@ -387,6 +390,40 @@ fn enter_host_owned_netns(spec: &mut Spec) -> Result<bool, CreateError> {
     linux.set_namespaces(Some(namespaces));
     spec.set_linux(Some(linux));
     Ok(true)
+}
+
+/// The spec's `net.*` sysctls, for a network namespace the host owns: container root may not
+/// write them there, so this helper, in that namespace already, does, and they leave the spec.
+/// containerd 2's CRI asks every pod for `net.ipv4.ip_unprivileged_port_start` and
+/// `net.ipv4.ping_group_range`. A group range is written in host IDs, the container's block:
+/// the kernel reads it in the writer's user namespace.
+fn set_network_sysctls(spec: &mut Spec, block: IdBlock) -> Result<(), CreateError> {
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(());
+    };
+    let Some(mut sysctls) = linux.sysctl().clone() else {
+        return Ok(());
+    };
+    let network: Vec<(String, String)> = sysctls
+        .iter()
+        .filter(|(k, _)| k.starts_with("net."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, value) in &network {
+        let value = if key == "net.ipv4.ping_group_range" {
+            eci_policy::sysctls::to_host_range(value, block)
+        } else {
+            value.clone()
+        };
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        fs::write(&path, &value).map_err(io(format!(
+            "sysctl {key} = {value} in the pod's network namespace"
+        )))?;
+        sysctls.remove(key);
+    }
+    linux.set_sysctl(Some(sysctls));
+    spec.set_linux(Some(linux));
+    Ok(())
 }
 
 /// NS_GET_USERNS, _IO(0xb7, 0x1): the user namespace owning a namespace.

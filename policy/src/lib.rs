@@ -11,7 +11,7 @@ mod mounts;
 mod namespaces;
 mod refusal;
 pub mod seccomp;
-mod sysctls;
+pub mod sysctls;
 
 pub use devices::SAFE_DEVICES;
 pub use facts::{FileId, HostFacts, ImageRef, ResolvedPath};

@@ -28,6 +28,21 @@ pub fn harden(spec: &mut Spec) {
     }
 }
 
+/// A group range of the container's IDs (`first last`, as the spec and the container see
+/// it) in host IDs, for a writer outside the container's user namespace. Anything that is not
+/// a range is passed on for the kernel to refuse.
+pub fn to_host_range(value: &str, block: crate::IdBlock) -> String {
+    let mut ends = value.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(first)), Some(Ok(last)), None) = (ends.next(), ends.next(), ends.next()) else {
+        return value.to_string();
+    };
+    if first > last {
+        return "1 0".to_string();
+    }
+    let base = u64::from(block.first);
+    format!("{} {}", base + first.min(LAST_ID), base + last.min(LAST_ID))
+}
+
 /// `first last` with both ends inside the block, or None when it already is (or is not a
 /// range at all: the kernel's own error then says so).
 fn narrow_range(value: &str) -> Option<String> {
@@ -50,6 +65,16 @@ fn narrow_range(value: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::test_support::ctr_spec;
+
+    #[test]
+    fn a_range_becomes_the_blocks_host_ids() {
+        let block = crate::IdBlock { first: 165536 };
+        assert_eq!(to_host_range("0 65535", block), "165536 231071");
+        assert_eq!(to_host_range("0 2147483647", block), "165536 231071");
+        assert_eq!(to_host_range("10 20", block), "165546 165556");
+        assert_eq!(to_host_range("1 0", block), "1 0");
+        assert_eq!(to_host_range("nonsense", block), "nonsense");
+    }
 
     #[test]
     fn dockers_range_is_narrowed_to_the_block() {

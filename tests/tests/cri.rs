@@ -227,3 +227,49 @@ fn a_host_network_pod_is_refused_through_cri() {
         );
     });
 }
+
+/// Pod sysctls of its network namespace (containerd 2 asks every pod for the first two) are set
+/// there, though container root does not own it; a group range means the pod's own groups.
+/// The host's values do not move.
+#[test]
+fn a_pods_network_sysctls_are_set_in_its_network_namespace() {
+    let host_ports =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = client().await;
+        let name = name("cri-sysctl");
+        let mut config = pod_config(&name, NamespaceMode::Pod);
+        if let Some(linux) = config.linux.as_mut() {
+            linux.sysctls = [
+                ("net.ipv4.ip_unprivileged_port_start", "0"),
+                ("net.ipv4.ping_group_range", "0 2147483647"),
+                ("net.core.somaxconn", "1234"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        }
+        let pod = run_pod(&mut c, &config)
+            .await
+            .unwrap_or_else(|e| panic!("run pod: {e}"));
+        let app = start_container(&mut c, &pod, &config, "app", &["sleep", "60"]).await;
+        let seen = exec_sync(
+            &mut c,
+            &app,
+            "cd /proc/sys/net; echo $(cat ipv4/ip_unprivileged_port_start) $(cat ipv4/ping_group_range) $(cat core/somaxconn)",
+        )
+        .await;
+        remove_pod(&mut c, &pod).await;
+        let left: Vec<String> = [&pod, &app]
+            .into_iter()
+            .flat_map(|id| cri_leftovers_after(id))
+            .collect();
+
+        assert_eq!(seen.0, 0, "{} {}", seen.1, seen.2);
+        assert_eq!(seen.1.trim(), "0 0 65535 1234");
+        assert!(left.is_empty(), "{left:?}");
+    });
+    let after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_eq!(after, host_ports);
+}
