@@ -42,6 +42,10 @@ async fn client() -> Client {
 }
 
 fn pod_config(name: &str, network: NamespaceMode) -> PodSandboxConfig {
+    pod_config_with_pid(name, network, NamespaceMode::Container)
+}
+
+fn pod_config_with_pid(name: &str, network: NamespaceMode, pid: NamespaceMode) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.to_string(),
@@ -55,7 +59,7 @@ fn pod_config(name: &str, network: NamespaceMode) -> PodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
                     network: network as i32,
-                    pid: NamespaceMode::Container as i32,
+                    pid: pid as i32,
                     ipc: NamespaceMode::Pod as i32,
                     ..Default::default()
                 }),
@@ -272,4 +276,43 @@ fn a_pods_network_sysctls_are_set_in_its_network_namespace() {
     });
     let after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
     assert_eq!(after, host_ports);
+}
+
+/// `shareProcessNamespace: true`: the app container sees the sandbox's processes, and pid 1 is
+/// the sandbox's.
+#[test]
+fn a_pod_can_share_one_process_namespace() {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = client().await;
+        let name = name("cri-sharedpid");
+        let config = pod_config_with_pid(&name, NamespaceMode::Pod, NamespaceMode::Pod);
+        let pod = run_pod(&mut c, &config)
+            .await
+            .unwrap_or_else(|e| panic!("run pod: {e}"));
+        let app = start_container(&mut c, &pod, &config, "app", &["sleep", "60"]).await;
+        let seen = exec_sync(
+            &mut c,
+            &app,
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o args | grep -c '^sleep'",
+        )
+        .await;
+        remove_pod(&mut c, &pod).await;
+        let left: Vec<String> = [&pod, &app]
+            .into_iter()
+            .flat_map(|id| cri_leftovers_after(id))
+            .collect();
+
+        assert_eq!(seen.0, 0, "{} {}", seen.1, seen.2);
+        let mut lines = seen.1.lines();
+        assert_eq!(
+            lines.next().map(str::trim),
+            Some("sleep 2147483647"),
+            "{}",
+            seen.1
+        );
+        // The sandbox's sleep and the app's.
+        assert_eq!(lines.next().map(str::trim), Some("2"), "{}", seen.1);
+        assert!(left.is_empty(), "{left:?}");
+    });
 }
