@@ -146,6 +146,26 @@ async fn remove_pod(c: &mut Client, pod: &str) {
         .await;
 }
 
+/// Run a pod of `config` with one container ("app", sleeping), run `script` in it, remove the
+/// pod: the script's exit code, stdout and stderr, and whatever the pod left on the host.
+async fn in_a_pod(
+    c: &mut Client,
+    config: &PodSandboxConfig,
+    script: &str,
+) -> ((i32, String, String), Vec<String>) {
+    let pod = run_pod(c, config)
+        .await
+        .unwrap_or_else(|e| panic!("run pod: {e}"));
+    let app = start_container(c, &pod, config, "app", &["sleep", "60"]).await;
+    let seen = exec_sync(c, &app, script).await;
+    remove_pod(c, &pod).await;
+    let left = [&pod, &app]
+        .into_iter()
+        .flat_map(|id| cri_leftovers_after(id))
+        .collect();
+    (seen, left)
+}
+
 fn cri_leftovers_after(id: &str) -> Vec<String> {
     wait_until(std::time::Duration::from_secs(10), || {
         leftovers_in("k8s.io", CGROUP_PARENT, id).is_empty()
@@ -196,12 +216,7 @@ fn a_pod_runs_under_eci_through_the_cri_runtime_handler() {
                 .find_map(|l| l.strip_prefix("uptime "))
                 .and_then(|v| v.trim().parse().ok())
                 .expect("uptime");
-        let host: f64 = std::fs::read_to_string("/proc/uptime")
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+        let host = host_uptime();
         assert!(
             uptime + 1.0 < host,
             "the pod's uptime {uptime}, the host's {host}"
@@ -254,21 +269,12 @@ fn a_pods_network_sysctls_are_set_in_its_network_namespace() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         }
-        let pod = run_pod(&mut c, &config)
-            .await
-            .unwrap_or_else(|e| panic!("run pod: {e}"));
-        let app = start_container(&mut c, &pod, &config, "app", &["sleep", "60"]).await;
-        let seen = exec_sync(
+        let (seen, left) = in_a_pod(
             &mut c,
-            &app,
+            &config,
             "cd /proc/sys/net; echo $(cat ipv4/ip_unprivileged_port_start) $(cat ipv4/ping_group_range) $(cat core/somaxconn)",
         )
         .await;
-        remove_pod(&mut c, &pod).await;
-        let left: Vec<String> = [&pod, &app]
-            .into_iter()
-            .flat_map(|id| cri_leftovers_after(id))
-            .collect();
 
         assert_eq!(seen.0, 0, "{} {}", seen.1, seen.2);
         assert_eq!(seen.1.trim(), "0 0 65535 1234");
@@ -287,21 +293,12 @@ fn a_pod_can_share_one_process_namespace() {
         let mut c = client().await;
         let name = name("cri-sharedpid");
         let config = pod_config_with_pid(&name, NamespaceMode::Pod, NamespaceMode::Pod);
-        let pod = run_pod(&mut c, &config)
-            .await
-            .unwrap_or_else(|e| panic!("run pod: {e}"));
-        let app = start_container(&mut c, &pod, &config, "app", &["sleep", "60"]).await;
-        let seen = exec_sync(
+        let (seen, left) = in_a_pod(
             &mut c,
-            &app,
+            &config,
             "cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o args | grep -c '^sleep'",
         )
         .await;
-        remove_pod(&mut c, &pod).await;
-        let left: Vec<String> = [&pod, &app]
-            .into_iter()
-            .flat_map(|id| cri_leftovers_after(id))
-            .collect();
 
         assert_eq!(seen.0, 0, "{} {}", seen.1, seen.2);
         let mut lines = seen.1.lines();
