@@ -376,8 +376,14 @@ fn enter_host_owned_netns(spec: &mut Spec) -> Result<bool, CreateError> {
     let netns =
         File::open(&path).map_err(io(format!("open network namespace {}", path.display())))?;
     // The policy judged the path; this is the namespace itself, opened once and entered by fd.
-    let host = file_id(Path::new("/proc/self/ns/net")).map(|id| id.ino).ok();
-    if nix::sys::stat::fstat(netns.as_raw_fd()).ok().map(|st| st.st_ino) == host {
+    let host = file_id(Path::new("/proc/self/ns/net"))
+        .map(|id| id.ino)
+        .ok();
+    if nix::sys::stat::fstat(netns.as_raw_fd())
+        .ok()
+        .map(|st| st.st_ino)
+        == host
+    {
         return Err(CreateError::Refused(Refusal::new(
             Rule::HostNamespace,
             format!("{} is the host's network namespace", path.display()),
