@@ -87,7 +87,7 @@ async fn start_container(
     config: &PodSandboxConfig,
     name: &str,
     command: &[&str],
-) -> String {
+) -> Result<String, String> {
     let resp = c
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.to_string(),
@@ -106,31 +106,46 @@ async fn start_container(
             sandbox_config: Some(config.clone()),
         })
         .await
-        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        .map_err(|e| format!("create {name}: {e}"))?;
     let id = resp.into_inner().container_id;
     c.start_container(StartContainerRequest {
         container_id: id.clone(),
     })
     .await
-    .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    id
+    .map_err(|e| format!("start {name}: {e}"))?;
+    Ok(id)
 }
 
-async fn exec_sync(c: &mut Client, id: &str, script: &str) -> (i32, String, String) {
-    let resp = c
+/// `sh -c script` in a started container: exit code, stdout, stderr. A container that did not
+/// start, or an exec that failed, is exit code -1 with the error as stderr: the test then
+/// removes its pod before it fails.
+async fn exec_sync(
+    c: &mut Client,
+    started: &Result<String, String>,
+    script: &str,
+) -> (i32, String, String) {
+    let id = match started {
+        Ok(id) => id,
+        Err(e) => return (-1, String::new(), e.clone()),
+    };
+    match c
         .exec_sync(ExecSyncRequest {
             container_id: id.to_string(),
             cmd: vec!["sh".into(), "-c".into(), script.into()],
             timeout: 10,
         })
         .await
-        .unwrap_or_else(|e| panic!("exec in {id}: {e}"))
-        .into_inner();
-    (
-        resp.exit_code,
-        String::from_utf8_lossy(&resp.stdout).into_owned(),
-        String::from_utf8_lossy(&resp.stderr).into_owned(),
-    )
+    {
+        Ok(resp) => {
+            let resp = resp.into_inner();
+            (
+                resp.exit_code,
+                String::from_utf8_lossy(&resp.stdout).into_owned(),
+                String::from_utf8_lossy(&resp.stderr).into_owned(),
+            )
+        }
+        Err(e) => (-1, String::new(), format!("exec in {id}: {e}")),
+    }
 }
 
 async fn remove_pod(c: &mut Client, pod: &str) {
@@ -159,8 +174,8 @@ async fn in_a_pod(
     let app = start_container(c, &pod, config, "app", &["sleep", "60"]).await;
     let seen = exec_sync(c, &app, script).await;
     remove_pod(c, &pod).await;
-    let left = [&pod, &app]
-        .into_iter()
+    let left = std::iter::once(&pod)
+        .chain(app.iter())
         .flat_map(|id| cri_leftovers_after(id))
         .collect();
     (seen, left)
@@ -194,8 +209,9 @@ fn a_pod_runs_under_eci_through_the_cri_runtime_handler() {
         let a = exec_sync(&mut c, &first, probe).await;
         let b = exec_sync(&mut c, &second, probe).await;
         remove_pod(&mut c, &pod).await;
-        let left: Vec<String> = [&pod, &first, &second]
-            .into_iter()
+        let left: Vec<String> = std::iter::once(&pod)
+            .chain(first.iter())
+            .chain(second.iter())
             .flat_map(|id| cri_leftovers_after(id))
             .collect();
 
