@@ -43,6 +43,10 @@ pub struct TaskService {
     containers: Arc<Mutex<HashMap<String, Container>>>,
     /// Exits of pids not yet in the table (a process can die before create returns).
     early_exits: Arc<Mutex<HashMap<i32, i32>>>,
+    /// Held from releasing an init until its TaskStart is published, and taken to publish an
+    /// exit: a TaskExit that reached containerd before its TaskStart would leave dockerd
+    /// waiting for an exit it had already been told of.
+    events: Arc<Mutex<()>>,
 }
 
 impl TaskService {
@@ -60,6 +64,7 @@ impl TaskService {
             publisher: Arc::new(publisher),
             containers: Arc::default(),
             early_exits: Arc::default(),
+            events: Arc::default(),
         };
         service.watch_exits().await;
         service
@@ -81,6 +86,7 @@ impl TaskService {
         };
         let containers = self.containers.clone();
         let early = self.early_exits.clone();
+        let events = self.events.clone();
         let publisher = self.publisher.clone();
         let namespace = self.namespace.clone();
         tokio::spawn(async move {
@@ -91,6 +97,7 @@ impl TaskService {
                 settle_exit(
                     &containers,
                     &early,
+                    &events,
                     &publisher,
                     &namespace,
                     pid,
@@ -103,17 +110,27 @@ impl TaskService {
 
     /// Register a freshly started pid, settling it at once if it already died.
     async fn register_pid(&self, id: &str, exec_id: &str, pid: i32) {
+        let early = self.record_pid(id, exec_id, pid).await;
+        self.settle_early(pid, early).await;
+    }
+
+    /// Put a freshly started pid in the table; the exit code it already had, if it died first.
+    async fn record_pid(&self, id: &str, exec_id: &str, pid: i32) -> Option<i32> {
         {
             let mut containers = self.containers.lock().await;
             if let Some(p) = containers.get_mut(id).and_then(|c| c.process_mut(exec_id)) {
                 p.pid = pid;
             }
         }
-        let code = self.early_exits.lock().await.remove(&pid);
-        if let Some(code) = code {
+        self.early_exits.lock().await.remove(&pid)
+    }
+
+    async fn settle_early(&self, pid: i32, early: Option<i32>) {
+        if let Some(code) = early {
             settle_exit(
                 &self.containers,
                 &self.early_exits,
+                &self.events,
                 &self.publisher,
                 &self.namespace,
                 pid,
@@ -180,6 +197,7 @@ async fn publish_oom(publisher: &RemotePublisher, namespace: &str, id: &str) {
 async fn settle_exit(
     containers: &Mutex<HashMap<String, Container>>,
     early: &Mutex<HashMap<i32, i32>>,
+    events: &Mutex<()>,
     publisher: &RemotePublisher,
     namespace: &str,
     pid: i32,
@@ -214,6 +232,7 @@ async fn settle_exit(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), done).await;
     }
     // An OOM kill of the init is reported before its exit, as containerd's clients expect.
+    let _ordered = events.lock().await;
     if oom.is_some_and(|o| o.fired()) {
         publish_oom(publisher, namespace, &cid).await;
     }
@@ -406,6 +425,7 @@ impl Task for TaskService {
                 }
                 c.init.pid
             };
+            let _ordered = self.events.lock().await;
             self.on_container(&req.id, move |h| h.start())
                 .await?
                 .map_err(|e| err(Code::FAILED_PRECONDITION, format!("start {}: {e}", req.id)))?;
@@ -532,7 +552,9 @@ impl Task for TaskService {
                 }
             }
         }
-        self.register_pid(&req.id, &req.exec_id, pid).await;
+        // TaskExecStarted goes out before the exec's TaskExit, even one that came first.
+        let ordered = self.events.lock().await;
+        let early = self.record_pid(&req.id, &req.exec_id, pid).await;
         let event = TaskExecStarted {
             container_id: req.id.clone(),
             exec_id: req.exec_id.clone(),
@@ -541,6 +563,8 @@ impl Task for TaskService {
         };
         self.publish(TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
             .await;
+        drop(ordered);
+        self.settle_early(pid, early).await;
         Ok(StartResponse {
             pid: pid as u32,
             ..Default::default()

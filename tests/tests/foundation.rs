@@ -359,3 +359,71 @@ fn task_events_reach_containerd_including_oom() {
         "no /tasks/oom for {oom}:\n{text}"
     );
 }
+
+/// containerd's clients act on task events in order: a TaskExit that arrives before its
+/// TaskStart (or an exec's before its TaskExecStarted) leaves dockerd waiting for an exit it
+/// was already told of. Short-lived tasks, started in parallel, must never show that.
+#[test]
+fn a_tasks_start_event_always_comes_before_its_exit() {
+    let e = env();
+    let mut events = Command::new("ctr")
+        .args(["--address", &e.address, "events"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ctr events");
+    std::thread::sleep(Duration::from_millis(300));
+    let ids: Vec<String> = (0..12).map(|i| name(&format!("order{i}"))).collect();
+    let runs: Vec<_> = ids
+        .iter()
+        .cloned()
+        .map(|id| std::thread::spawn(move || run(&id, &[], &["true"])))
+        .collect();
+    for r in runs {
+        let r = r.join().unwrap();
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let host = name("order-exec");
+    run_detached(&host, &[], &["sleep", "60"]);
+    let exec_ids: Vec<String> = (0..8).map(|i| name(&format!("ox{i}"))).collect();
+    for exec_id in &exec_ids {
+        let r = exec(&host, exec_id, &["true"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    remove(&host);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = events.kill();
+    let out = events.wait_with_output().expect("ctr events output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The topics seen for each task or exec, in the order containerd published them.
+    let mut seen: std::collections::HashMap<String, Vec<&str>> = Default::default();
+    for line in text.lines() {
+        let Some(topic) = ["/tasks/start", "/tasks/exec-started", "/tasks/exit"]
+            .into_iter()
+            .find(|t| line.contains(&format!(" {t} ")))
+        else {
+            continue;
+        };
+        let field = |key: &str| {
+            let at = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+            Some(line[at..].split('"').next()?.to_string())
+        };
+        let task = match topic {
+            "/tasks/exec-started" => field("exec_id"),
+            "/tasks/exit" => field("id"),
+            _ => field("container_id"),
+        };
+        if let Some(task) = task {
+            seen.entry(task).or_default().push(topic);
+        }
+    }
+    let tasks: Vec<String> = ids.iter().chain(&exec_ids).cloned().collect();
+    for task in tasks {
+        let topics = seen.get(&task).cloned().unwrap_or_default();
+        assert_eq!(topics.len(), 2, "{task}: {topics:?}");
+        assert_ne!(
+            topics[0], "/tasks/exit",
+            "{task}: exit before start: {topics:?}"
+        );
+    }
+}
