@@ -37,16 +37,9 @@ pub fn container_dirs(cgroups_path: &Path) -> Vec<PathBuf> {
 /// Mount points of whole cgroup hierarchies (cgroup or cgroup2 mounts whose root is the
 /// hierarchy's root) in a mountinfo text, each once.
 fn hierarchy_mounts(mountinfo: &str) -> Vec<PathBuf> {
-    let mut mounts: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fstype = right.split(' ').next()?;
-            let fields: Vec<&str> = left.split(' ').collect();
-            let (root, mountpoint) = (fields.get(3)?, fields.get(4)?);
-            ((fstype == "cgroup" || fstype == "cgroup2") && *root == "/")
-                .then(|| PathBuf::from(mountpoint.replace("\\040", " ")))
-        })
+    let mut mounts: Vec<PathBuf> = crate::mountinfo::entries(mountinfo)
+        .filter(|e| (e.fstype == "cgroup" || e.fstype == "cgroup2") && e.root == "/")
+        .map(|e| PathBuf::from(e.mount_point.replace("\\040", " ")))
         .collect();
     mounts.sort();
     mounts.dedup();
@@ -95,12 +88,13 @@ pub fn delegate(cgroups_path: &Path, id: &str, owner: u32) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Remove every cgroup the container made beneath its own directories, deepest first. Their
-/// processes must be gone; a directory that still holds one stays, and is returned.
-pub fn remove_descendants(cgroups_path: &Path) -> Vec<PathBuf> {
+/// Remove every cgroup the container made beneath its directories (from [`container_dirs`]),
+/// deepest first. Their processes must be gone; a directory that still holds one stays, and
+/// is returned.
+pub fn remove_descendants(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut left = Vec::new();
-    for dir in container_dirs(cgroups_path) {
-        remove_children(&dir, &mut left);
+    for dir in dirs {
+        remove_children(dir, &mut left);
     }
     left
 }

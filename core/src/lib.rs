@@ -9,6 +9,7 @@ pub mod exec;
 pub mod idmap;
 pub mod layout;
 pub mod lease;
+pub mod mountinfo;
 pub mod ops;
 pub mod resolve;
 pub mod rootfs;

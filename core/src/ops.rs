@@ -137,8 +137,9 @@ impl Handle<'_> {
             // Cgroups the container made in its delegated directories go first: libcontainer
             // removes only the container's own.
             if let Ok(config) = c.spec() {
+                let dirs = crate::delegate::container_dirs(&config.cgroup_path);
                 let deadline = std::time::Instant::now() + KILLED_EXIT_LIMIT;
-                while !crate::delegate::remove_descendants(&config.cgroup_path).is_empty()
+                while !crate::delegate::remove_descendants(&dirs).is_empty()
                     && std::time::Instant::now() < deadline
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));

@@ -209,13 +209,10 @@ pub fn premounted_overlay(root: &Path) -> Result<Option<RootfsMount>, RootfsErro
 /// The super options of the overlay mounted last at `root`, from mountinfo text.
 fn overlay_options_at<'a>(mountinfo: &'a str, root: &Path) -> Option<&'a str> {
     let root = root.to_str()?;
-    mountinfo.lines().rev().find_map(|line| {
-        let (head, tail) = line.split_once(" - ")?;
-        let mount_point = head.split(' ').nth(4)?;
-        let mut tail = tail.split(' ');
-        let (fstype, _source, options) = (tail.next()?, tail.next()?, tail.next()?);
-        (mount_point == root && fstype == "overlay").then_some(options)
-    })
+    crate::mountinfo::entries(mountinfo)
+        .rev()
+        .find(|e| e.mount_point == root && e.fstype == "overlay")
+        .map(|e| e.super_options)
 }
 
 /// Unmount everything at `target` (the rootfs, possibly stacked).
