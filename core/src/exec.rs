@@ -250,12 +250,24 @@ fn join_and_spawn(
     target: Target,
     report: &File,
 ) -> Result<i32, String> {
+    // Never dumpable while host credentials are held: a dumpable process can be ptraced, and
+    // its /proc/<pid>/fd read, by anyone with its uid or CAP_SYS_PTRACE over its memory.
+    // SAFETY: prctl(PR_SET_DUMPABLE) has no pointer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "exec: cannot make the process undumpable: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
     let mut byte = [0u8];
     if File::from(go).read(&mut byte).map_err(|e| e.to_string())? != 1 {
         return Err("exec: could not join the container's cgroup".into());
     }
     for (ns, flag) in namespaces {
         setns(ns.as_fd(), *flag).map_err(|e| format!("join {flag:?}: {e}"))?;
+        if *flag == CloneFlags::CLONE_NEWUSER {
+            become_container_root()?;
+        }
     }
     // SAFETY: still single-threaded after the first fork.
     match unsafe { fork() }.map_err(|e| e.to_string())? {
@@ -268,6 +280,26 @@ fn join_and_spawn(
             unsafe { libc::_exit(127) }
         }
     }
+}
+
+/// Right after joining the container's user namespace, and before the pid namespace makes
+/// us visible in the container: the container's root (its block's first host ID) instead of
+/// host root, with no host supplementary groups. Capabilities in the container's user
+/// namespace stay (the kernel keeps them when the euid becomes that namespace's root), so the
+/// remaining namespaces can still be joined. Nothing the container can see ever runs with
+/// host credentials; runc's nsexec does the same before it enters the pid namespace.
+fn become_container_root() -> Result<(), String> {
+    nix::unistd::setgroups(&[]).map_err(|e| format!("exec: drop host groups: {e}"))?;
+    let gid = Gid::from_raw(0);
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| format!("exec: become the container's root group: {e}"))?;
+    let uid = Uid::from_raw(0);
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| format!("exec: become the container's root: {e}"))?;
+    // A change of credentials resets dumpability to the host's suid_dumpable; make sure.
+    // SAFETY: prctl(PR_SET_DUMPABLE) has no pointer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    Ok(())
 }
 
 /// In the container: set up stdio, IDs, capabilities, limits and seccomp, then execve.
@@ -382,6 +414,11 @@ fn become_process(target: Target) -> String {
     if let Err(e) = result {
         return e;
     }
+    // Exactly the fds it was given (0-2), and default signal handling, as under runc.
+    if let Err(e) = crate::hygiene::close_on_exec_from(3) {
+        return format!("exec: close inherited fds: {e}");
+    }
+    crate::hygiene::reset_signals();
     let (candidates, args, env) = program;
     let mut last = nix::errno::Errno::ENOENT;
     for candidate in candidates.to_bytes().split(|b| *b == b':') {

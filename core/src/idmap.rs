@@ -38,8 +38,8 @@ impl IdmapUserNs {
     /// Create the namespace with a short-lived child. Only call this from a single-threaded
     /// process (the create helper): it forks.
     pub fn new(block: IdBlock) -> io::Result<Self> {
-        let (ready_r, ready_w) = nix::unistd::pipe()?;
-        let (done_r, done_w) = nix::unistd::pipe()?;
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         // SAFETY: the helper process that calls this is single-threaded; the child only makes
         // async-signal-safe calls (unshare, write, read, _exit).
         match unsafe { fork() }? {

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod create;
 pub mod delegate;
 pub mod exec;
+pub mod hygiene;
 pub mod idmap;
 pub mod layout;
 pub mod lease;

@@ -31,6 +31,20 @@ pub fn main(args: &[String]) -> i32 {
     let Ok(protected) = serde_json::from_str::<Protected>(protected) else {
         return 2;
     };
+    // Not dumpable, ever: it enters the container's namespaces, and a child it forks into the
+    // container's pid namespace must not be ptraceable or expose its fds there.
+    // SAFETY: prctl(PR_SET_DUMPABLE) has no pointer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Nothing inherited from the shim beyond the socket (fd 0) survives an exec.
+    // SAFETY: close_range takes no pointers; CLOSE_RANGE_CLOEXEC only sets a flag on fds.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     // SAFETY: fd 0 is the socket the supervisor gave us and nothing else owns it.
     let sock = unsafe { UnixStream::from_raw_fd(0) };
     let host_proc = match open(
@@ -59,6 +73,9 @@ pub fn main(args: &[String]) -> i32 {
     {
         return 1;
     }
+    // The credential change resets dumpability to the host's suid_dumpable: set it again.
+    // SAFETY: prctl(PR_SET_DUMPABLE) has no pointer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     serve(sock, &host_proc, &protected);
     0
 }

@@ -244,7 +244,7 @@ fn emulated(
     // Children of the agent are born in it (the agent itself stays where it is); entered for
     // a sysfs too, since the one of an earlier request may be gone, and fork fails there.
     setns(pid_ns.as_fd(), CloneFlags::CLONE_NEWPID)?;
-    let (report_r, report_w) = nix::unistd::pipe()?;
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the agent is single-threaded; the child only makes syscalls and _exits.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {

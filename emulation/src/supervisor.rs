@@ -179,7 +179,7 @@ fn single_cpu(cpu: i32) -> Option<CpuSet> {
 /// [`Supervisor::stop`] also waits for both to be gone.
 pub struct Supervisor {
     stop: OwnedFd,
-    fds: Arc<Mutex<Vec<OwnedFd>>>,
+    fds: Arc<Mutex<NotifyFds>>,
     wake: OwnedFd,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -194,9 +194,13 @@ impl Supervisor {
         user_ns: u64,
         view: ContainerView,
     ) -> std::io::Result<Supervisor> {
-        let (stop_r, stop_w) = nix::unistd::pipe()?;
-        let (wake_r, wake_w) = nix::unistd::pipe()?;
-        let fds = Arc::new(Mutex::new(vec![notify]));
+        // Close-on-exec: a process that inherited the stop pipe could end supervision.
+        let (stop_r, stop_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let fds = Arc::new(Mutex::new(NotifyFds {
+            open: vec![notify],
+            ended: false,
+        }));
         let shared = fds.clone();
         let thread = std::thread::Builder::new()
             .name("eci-supervisor".into())
@@ -220,9 +224,16 @@ impl Supervisor {
     }
 
     /// Serve another notify fd (an exec'd process's filter).
+    /// Once supervision has ended, the fd is closed at once: the process's trapped calls
+    /// then fail with ENOSYS instead of waiting for an answer that would never come.
     pub fn add(&self, notify: OwnedFd) {
         set_sync_wakeup(&notify);
-        self.fds.lock().expect("supervisor fds").push(notify);
+        let mut fds = self.fds.lock().expect("supervisor fds");
+        if fds.ended {
+            return;
+        }
+        fds.open.push(notify);
+        drop(fds);
         let _ = nix::unistd::write(&self.wake, b"w");
     }
 }
@@ -245,14 +256,36 @@ fn set_sync_wakeup(fd: &OwnedFd) {
     };
 }
 
+/// The notify fds being served; `ended` once the serving thread is gone for good.
+struct NotifyFds {
+    open: Vec<OwnedFd>,
+    ended: bool,
+}
+
+/// However the serving thread ends, the notify fds close with it: every trapped call of the
+/// container then fails (ENOSYS) rather than hang.
+struct EndSupervision(Arc<Mutex<NotifyFds>>);
+
+impl Drop for EndSupervision {
+    fn drop(&mut self) {
+        let mut fds = match self.0.lock() {
+            Ok(fds) => fds,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        fds.ended = true;
+        fds.open.clear();
+    }
+}
+
 fn serve(
-    fds: Arc<Mutex<Vec<OwnedFd>>>,
+    fds: Arc<Mutex<NotifyFds>>,
     factory: AgentFactory,
     user_ns: u64,
     view: ContainerView,
     stop: OwnedFd,
     wake: OwnedFd,
 ) {
+    let _end = EndSupervision(fds.clone());
     // Charged to the container, as is the agent when it starts (see CgroupView::charge).
     let tid = nix::unistd::gettid().as_raw();
     match view.cgroup().charge(tid, false) {
@@ -271,13 +304,14 @@ fn serve(
         proc_dir: None,
         user_ns,
     };
-    if let Some(first) = fds.lock().expect("supervisor fds").first() {
+    if let Some(first) = fds.lock().expect("supervisor fds").open.first() {
         set_sync_wakeup(first);
     }
     loop {
         let notify: Vec<RawFd> = fds
             .lock()
             .expect("supervisor fds")
+            .open
             .iter()
             .map(|f| f.as_raw_fd())
             .collect();
@@ -321,8 +355,8 @@ fn serve(
         }
         if !dead.is_empty() {
             let mut fds = fds.lock().expect("supervisor fds");
-            fds.retain(|f| !dead.contains(&f.as_raw_fd()));
-            if fds.is_empty() {
+            fds.open.retain(|f| !dead.contains(&f.as_raw_fd()));
+            if fds.open.is_empty() {
                 return;
             }
         }

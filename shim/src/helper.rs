@@ -37,6 +37,17 @@ pub enum Reply {
 /// Helper side: the request is the argument, the process's stdin (fd 0) is the container
 /// process's stdin, and the answer goes to stdout.
 pub fn main(args: &[String]) -> i32 {
+    // Whatever the shim held that was not close-on-exec stops here, and the container's
+    // processes start with default signal dispositions, not the shim's.
+    if let Err(e) = eci_core::hygiene::close_on_exec_from(3) {
+        println!(
+            "{}",
+            serde_json::to_string(&Reply::Error(format!("helper: close inherited fds: {e}")))
+                .expect("reply serializes")
+        );
+        return 1;
+    }
+    eci_core::hygiene::reset_signals();
     // libcontainer reports through `tracing`; when asked, send it to a file for debugging.
     if let Some(path) = std::env::var_os("ECI_HELPER_LOG") {
         if let Ok(file) = std::fs::OpenOptions::new()

@@ -48,6 +48,11 @@ pub struct Process {
     pub spec: Option<Vec<u8>>,
     /// Completes when output copying (terminals) has drained; exit is reported after it.
     pub io_done: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Ends the process's stdin on CloseIO (plain stdio only).
+    pub stdin: Option<crate::stdio::StdinCloser>,
+    /// CloseIO came before the process had its stdin (ctr sends it as soon as its own stdin
+    /// ends, which can be before Start).
+    pub stdin_closed: bool,
 }
 
 impl Process {
@@ -60,6 +65,24 @@ impl Process {
             console: None,
             spec: None,
             io_done: None,
+            stdin: None,
+            stdin_closed: false,
+        }
+    }
+
+    /// Give the process's stdin its closer; closes it at once if CloseIO came first.
+    pub fn set_stdin(&mut self, closer: Option<crate::stdio::StdinCloser>) {
+        if let (Some(closer), true) = (&closer, self.stdin_closed) {
+            closer.close();
+        }
+        self.stdin = closer;
+    }
+
+    /// CloseIO: end the process's stdin now or as soon as it has one.
+    pub fn close_stdin(&mut self) {
+        self.stdin_closed = true;
+        if let Some(closer) = &self.stdin {
+            closer.close();
         }
     }
 

@@ -4,7 +4,7 @@
 use crate::helper::{self, Reply, Request};
 use crate::options::policy_from_options;
 use crate::process::{now, Container, Exit, OomWatch, Process, Status, StdioPaths};
-use crate::stdio::{copy_console, release_stdin, resize, stdin_pipe, FdSocket};
+use crate::stdio::{copy_console, release_stdin, resize, stdin_pipe, FdSocket, StdinCloser};
 use async_trait::async_trait;
 use containerd_shim::asynchronous::monitor::monitor_subscribe;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
@@ -289,10 +289,10 @@ impl Task for TaskService {
         let emulation = self.start_emulation(&req.id, &req.bundle).await?;
         let console = self.console_for(req.terminal).await?;
         let notify = self.fd_socket("seccomp")?;
-        let stdin = if req.terminal {
-            None
+        let (stdin, stdin_closer) = if req.terminal {
+            (None, None)
         } else {
-            stdin_pipe(&req.stdin).map_err(|e| err(Code::INTERNAL, format!("stdin: {e}")))?
+            split_stdin(stdin_pipe(&req.stdin))?
         };
         let request = Request::Create(eci_core::CreateRequest {
             namespace: self.namespace.clone(),
@@ -329,6 +329,7 @@ impl Task for TaskService {
             terminal: req.terminal,
         };
         let mut init = Process::new(stdio.clone());
+        init.set_stdin(stdin_closer);
         let waker = notify.waker();
         let notify = tokio::task::spawn_blocking(move || notify.receive());
         let (reply, master) = self.run_helper(request, console, stdin).await?;
@@ -485,10 +486,10 @@ impl Task for TaskService {
         let seccomp_listener = notify.as_ref().map(|n| n.path.clone());
         let waker = notify.as_ref().map(|n| n.waker());
         let notify = notify.map(|n| tokio::task::spawn_blocking(move || n.receive()));
-        let stdin = if stdio.terminal {
-            None
+        let (stdin, stdin_closer) = if stdio.terminal {
+            (None, None)
         } else {
-            stdin_pipe(&stdio.stdin).map_err(|e| err(Code::INTERNAL, format!("stdin: {e}")))?
+            split_stdin(stdin_pipe(&stdio.stdin))?
         };
         let request = Request::Exec(eci_core::ExecRequest {
             namespace: self.namespace.clone(),
@@ -544,6 +545,7 @@ impl Task for TaskService {
                 .and_then(|c| c.execs.get_mut(&req.exec_id))
             {
                 p.status = Status::Running;
+                p.set_stdin(stdin_closer);
                 if let Some(master) = master {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     copy_console(master.clone(), &stdio.stdin, &stdio.stdout, tx);
@@ -787,9 +789,17 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn close_io(&self, _ctx: &TtrpcContext, _req: CloseIORequest) -> TResult<Empty> {
-        // stdin fifos are the process's own (or the copier's): containerd closing its end is
-        // what delivers EOF.
+    async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TResult<Empty> {
+        let mut containers = self.containers.lock().await;
+        let c = containers
+            .get_mut(&req.id)
+            .ok_or_else(|| not_found(&req.id))?;
+        let p = if req.exec_id.is_empty() {
+            Some(&mut c.init)
+        } else {
+            c.execs.get_mut(&req.exec_id)
+        };
+        p.ok_or_else(|| not_found(&req.exec_id))?.close_stdin();
         Ok(Empty::new())
     }
 
@@ -1055,4 +1065,14 @@ fn read_cgroups_path(bundle: &std::path::Path) -> Option<PathBuf> {
         .get("cgroupsPath")?
         .as_str()
         .map(PathBuf::from)
+}
+
+/// The process's end of a stdin pipe, and the handle CloseIO uses to end it.
+fn split_stdin(
+    pipe: std::io::Result<Option<(std::os::fd::OwnedFd, StdinCloser)>>,
+) -> TResult<(Option<std::os::fd::OwnedFd>, Option<StdinCloser>)> {
+    match pipe.map_err(|e| err(Code::INTERNAL, format!("stdin: {e}")))? {
+        Some((fd, closer)) => Ok((Some(fd), Some(closer))),
+        None => Ok((None, None)),
+    }
 }

@@ -118,22 +118,73 @@ pub fn resize(master: &OwnedFd, width: u32, height: u32) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Containerd's stdin fifo may get its writer late or never. Opening it blocks until then, so
-/// a thread does that and feeds a pipe whose read end the process gets: the process sees EOF
-/// exactly when containerd closes stdin, never before its writer arrived.
-pub fn stdin_pipe(path: &str) -> std::io::Result<Option<OwnedFd>> {
+/// containerd's stdin fifo, opened for reading at once (without waiting for its writer, so a
+/// writer that comes and goes before the process starts is still seen), copied by a thread into
+/// a pipe whose read end the process gets. The process sees EOF when containerd's writer goes
+/// away or CloseIO arrives, whichever is first. Both pipe ends are close-on-exec: a write end
+/// inherited by any other process (another exec's helper, the process itself) would keep EOF
+/// from ever arriving.
+pub fn stdin_pipe(path: &str) -> std::io::Result<Option<(OwnedFd, StdinCloser)>> {
+    use std::os::unix::fs::OpenOptionsExt;
     if path.is_empty() {
         return Ok(None);
     }
-    let (read, write) = nix::unistd::pipe()?;
-    let path = path.to_string();
-    std::thread::spawn(move || {
-        if let Ok(mut fifo) = OpenOptions::new().read(true).open(&path) {
-            let mut out = std::fs::File::from(write);
-            let _ = std::io::copy(&mut fifo, &mut out);
+    let fifo = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (close_r, close_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    std::thread::spawn(move || copy_until_closed(fifo, std::fs::File::from(write), close_r));
+    Ok(Some((read, StdinCloser(close_w))))
+}
+
+/// Ends a process's stdin on CloseIO: the copier passes on what the fifo holds and closes the
+/// pipe's write end.
+pub struct StdinCloser(OwnedFd);
+
+impl StdinCloser {
+    pub fn close(&self) {
+        let _ = nix::unistd::write(&self.0, b"c");
+    }
+}
+
+fn copy_until_closed(mut fifo: std::fs::File, mut out: std::fs::File, close: OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::io::ErrorKind;
+    use std::os::fd::AsFd;
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut fds = [
+            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+            PollFd::new(close.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {}
         }
-    });
-    Ok(Some(read))
+        let closing = fds[1].any().unwrap_or(true);
+        // A fifo that never had a writer reads as EOF too; only POLLIN (data) or POLLHUP (a
+        // writer came and went) make a read meaningful.
+        let readable = fds[0].any().unwrap_or(false);
+        if !readable && !closing {
+            continue;
+        }
+        match fifo.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if out.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && !closing => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(_) => return,
+        }
+    }
 }
 
 /// Release a stdin thread still waiting for containerd's writer.

@@ -10,6 +10,9 @@
  *   probe getpid-bench N            N x getpid: mean ns per call
  *   probe sysinfo-bench N           N x sysinfo: p50/p99 us per call
  *   probe fsmount-proc DIR          mount a procfs at DIR with fsopen/fsconfig/fsmount/move_mount
+ *   probe watch-exec SECONDS        for SECONDS, PTRACE_SEIZE every new pid of the pid namespace
+ *                                   (ns_last_pid) and count those seized while their uid is
+ *                                   the overflow uid (host root seen from the container)
  *   probe read-bench N FILE [GAP]   N x open+read+close: p50/p99 us, reads/s; with GAP,
  *                                   GAP us of sleep before each (no read finds a warm cache)
  */
@@ -21,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <time.h>
@@ -55,9 +60,55 @@ static void percentiles(const char *what, double *v, int n) {
 	printf("%s p50_us=%.2f p99_us=%.2f\n", what, v[n / 2], v[(int)(n * 0.99)]);
 }
 
+/* The uid a process has as this user namespace sees it (-1 if gone). */
+static long uid_of(long pid) {
+	char path[64], line[256];
+	snprintf(path, sizeof path, "/proc/%ld/status", pid);
+	FILE *f = fopen(path, "r");
+	if (!f) return -1;
+	long uid = -1;
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, "Uid:", 4)) { uid = atol(line + 4); break; }
+	fclose(f);
+	return uid;
+}
+
+static int watch_exec(double seconds) {
+	int last_fd = open("/proc/sys/kernel/ns_last_pid", O_RDONLY);
+	if (last_fd < 0) return report("open ns_last_pid", -1);
+	double end = now_us() + seconds * 1e6;
+	long seen = -1;
+	int seized = 0, host_root = 0;
+	while (now_us() < end) {
+		char buf[32];
+		ssize_t n = pread(last_fd, buf, sizeof buf - 1, 0);
+		if (n <= 0) continue;
+		buf[n] = 0;
+		long pid = atol(buf);
+		if (pid == seen) continue;
+		seen = pid;
+		if (pid == getpid()) continue;
+		if (ptrace(PTRACE_SEIZE, pid, 0, 0)) continue;
+		seized++;
+		/* Stop it where it is, then look at its credentials; never touch its memory. */
+		ptrace(PTRACE_INTERRUPT, pid, 0, 0);
+		int status;
+		waitpid(pid, &status, __WALL);
+		long uid = uid_of(pid);
+		if (uid == 65534) {
+			host_root++;
+			printf("seized pid %ld while its uid was %ld (host root)\n", pid, uid);
+		}
+		ptrace(PTRACE_DETACH, pid, 0, 0);
+	}
+	printf("watch-exec seized=%d host_root=%d\n", seized, host_root);
+	return 0;
+}
+
 int main(int argc, char **argv) {
 	if (argc < 3) return 2;
 	const char *cmd = argv[1];
+	if (!strcmp(cmd, "watch-exec")) return watch_exec(atof(argv[2]));
 	if (!strcmp(cmd, "setattr-clear-ro")) {
 		struct attr a = { .clr = ATTR_RDONLY };
 		return report(cmd, syscall(SYS_mount_setattr, AT_FDCWD, argv[2], 0, &a, sizeof a));
