@@ -712,35 +712,11 @@ fn containerd_image(req: &CreateRequest) -> Option<eci_policy::ImageRef> {
 }
 
 /// The image containerd recorded for the container, resolved to its digest, asked of containerd
-/// itself (through its own client, `ctr`) — never a label or annotation the user can set. None
-/// when containerd cannot say, which leaves every exception closed.
+/// itself over its gRPC API — never a label or annotation the user can set. None when
+/// containerd cannot say, which leaves every exception closed.
 fn recorded_image(address: &Path, namespace: &str, id: &str) -> Option<eci_policy::ImageRef> {
-    let ctr = |args: &[&str]| -> Option<String> {
-        let out = std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(address)
-            .args(["--namespace", namespace])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let info: serde_json::Value = serde_json::from_str(&ctr(&["containers", "info", id])?).ok()?;
-    let name = info.get("Image")?.as_str()?.to_string();
-    let listing = ctr(&["images", "ls", &format!("name=={name}")])?;
-    let digest = listing
-        .lines()
-        .nth(1)?
-        .split_whitespace()
-        .nth(2)?
-        .to_string();
-    digest
-        .starts_with("sha256:")
-        .then_some(eci_policy::ImageRef { name, digest })
+    let (name, digest) = crate::containerd::recorded_image(address, namespace, id)?;
+    Some(eci_policy::ImageRef { name, digest })
 }
 
 /// The block of the container whose user namespace `spec` joins, found by its init pid.

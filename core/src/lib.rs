@@ -3,6 +3,7 @@
 //! [`ops`] is safe to call from the shim's async runtime.
 
 pub mod audit;
+pub mod containerd;
 pub mod create;
 pub mod delegate;
 pub mod exec;

@@ -1,0 +1,68 @@
+//! Questions for containerd itself, over its gRPC API on the address the shim was started
+//! with: never a label or annotation a user can set, and no `ctr` on the shim's PATH.
+
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::{GetContainerRequest, GetImageRequest};
+use containerd_client::tonic::Request;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long the create helper waits for containerd's answer before it treats the image as
+/// unknown (which keeps every image exception closed).
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The image containerd recorded for container `id` in `namespace`, with the digest of the
+/// manifest its name points to. None when containerd cannot say.
+pub fn recorded_image(address: &Path, namespace: &str, id: &str) -> Option<(String, String)> {
+    // A runtime on this thread alone: the create helper must stay single-threaded (it forks).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .ok()?;
+    let answer = runtime.block_on(async {
+        tokio::time::timeout(TIMEOUT, ask(address, namespace, id))
+            .await
+            .ok()
+            .flatten()
+    });
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    answer
+}
+
+fn in_namespace<T>(message: T, namespace: &str) -> Option<Request<T>> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("containerd-namespace", namespace.parse().ok()?);
+    Some(request)
+}
+
+async fn ask(address: &Path, namespace: &str, id: &str) -> Option<(String, String)> {
+    let channel = containerd_client::connect(address).await.ok()?;
+    let container = ContainersClient::new(channel.clone())
+        .get(in_namespace(
+            GetContainerRequest { id: id.to_string() },
+            namespace,
+        )?)
+        .await
+        .ok()?
+        .into_inner()
+        .container?;
+    let name = container.image;
+    if name.is_empty() {
+        return None;
+    }
+    let image = ImagesClient::new(channel)
+        .get(in_namespace(
+            GetImageRequest { name: name.clone() },
+            namespace,
+        )?)
+        .await
+        .ok()?
+        .into_inner()
+        .image?;
+    let digest = image.target?.digest;
+    digest.starts_with("sha256:").then_some((name, digest))
+}
