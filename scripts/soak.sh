@@ -31,6 +31,7 @@ C=(ctr --address "$SOCK" -n "$NS")
 W=$(mktemp -d /tmp/eci-soak.XXXXXX)
 mkdir -p "$W/shared"
 : > "$W/ids"
+: > "$W/sockets"
 trap 'rm -rf "$W"' EXIT
 
 rt_args() { # runtime → ctr run flags
@@ -43,7 +44,12 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # Phases run in subshells (their output is captured): failures are counted in a file.
 fail() { echo "FAIL: $*" >&2; echo x >> "$W/failures"; }
 ctrd_pid() { cat "$ROOT/containerd.pid"; }
-id_of() { local id="$P-$1"; echo "$id" >> "$W/ids"; echo "$id"; }
+# Every id used, and the socket containerd expects its shim at (hashed once, here).
+id_of() { local id="$P-$1"; note_id "$id"; echo "$id"; }
+note_id() {
+  echo "$1" >> "$W/ids"
+  echo "/run/containerd/s/$(printf %s "$SOCK/$NS/$1" | sha256sum | cut -c1-64)" >> "$W/sockets"
+}
 
 # The image, in this run's namespace.
 if ! "${C[@]}" images ls -q | grep -qx "$IMG"; then
@@ -67,12 +73,7 @@ account() {
   echo "containerd-fds $(ls "/proc/$ctrd/fd" | wc -l)"
   echo "eci-state $(find "$BASE" -path "*$P-*" 2>/dev/null | wc -l)"
   echo "stale-fd-sockets $(for s in "$BASE"/sockets/*.sock; do [ -e "$s" ] || continue; o=${s##*/}; o=${o%%-*}; [ -d /proc/$o ] || echo; done | wc -l)"
-  local sockets=0 id h
-  while read -r id; do
-    h=$(printf %s "$SOCK/$NS/$id" | sha256sum | cut -c1-64)
-    [ -e "/run/containerd/s/$h" ] && sockets=$((sockets + 1))
-  done < <(sort -u "$W/ids")
-  echo "shim-sockets $sockets"
+  echo "shim-sockets $(sort -u "$W/sockets" | while read -r s; do [ -e "$s" ] && echo; done | wc -l)"
   echo "containers $("${C[@]}" containers ls -q | grep -c -- "^$P-" || true)"
 }
 
@@ -85,7 +86,7 @@ settle() {
     sleep 0.2
   done
   fail "$what: the host holds more (or less) than before"
-  diff <(echo "$want") <(echo "$got") | sed 's/^/    /' >&2
+  diff <(echo "$want") <(echo "$got") | sed 's/^/    /' >&2 || true
   return 0
 }
 
@@ -108,7 +109,7 @@ one_run() {
       [ "$out" = plain ] ;;
     privileged)
       out=$("${C[@]}" run --rm --privileged $(rt_args "$rt") "$IMG" "$id" \
-        sh -c 'mount -t tmpfs t /mnt && echo x > /mnt/f && umount /mnt && echo ok') || return 1
+        sh -c 'mkdir -p /tmp/m && mount -t tmpfs t /tmp/m && echo x > /tmp/m/f && umount /tmp/m && echo ok') || return 1
       [ "$out" = ok ] ;;
     exec)
       "${C[@]}" run -d $(rt_args "$rt") "$IMG" "$id" sleep 60 >/dev/null || return 1
@@ -145,7 +146,7 @@ parallel() { # runtime → wall seconds
       [ "$("${C[@]}" task exec --exec-id e "$id" echo par)" = par ] || echo "$id" >> "$W/par-bad"
       remove "$id"
     ) 2>>"$W/par-err" &
-    echo "$P-$rt-par-$i" >> "$W/ids"
+    note_id "$P-$rt-par-$i"
   done
   wait
   local bad=0
@@ -181,7 +182,7 @@ fault_init() {
 
 fault_agent() {
   local id agent out; id=$(id_of "eci-f-agent")
-  "${C[@]}" run -d --privileged $(rt_args eci) "$IMG" "$id" sh -c 'mount -t tmpfs t /mnt; sleep 60' >/dev/null
+  "${C[@]}" run -d --privileged $(rt_args eci) "$IMG" "$id" sh -c 'mkdir -p /tmp/m; mount -t tmpfs t /tmp/m; sleep 60' >/dev/null
   for _ in $(seq 100); do
     agent=$(pgrep -P "$(shim_of "$id")" -f "containerd-shim-eci-v2 agent" | head -1 || true)
     [ -n "$agent" ] && break; sleep 0.05
@@ -189,7 +190,7 @@ fault_agent() {
   [ -n "$agent" ] || { fail "eci kill agent: no agent started"; remove "$id"; return; }
   kill -9 "$agent"
   # The next mount operation starts a new agent.
-  out=$("${C[@]}" task exec --exec-id e "$id" sh -c 'umount /mnt && echo ok' 2>&1) || true
+  out=$("${C[@]}" task exec --exec-id e "$id" sh -c 'umount /tmp/m && echo ok' 2>&1) || true
   [ "$out" = ok ] || fail "eci kill agent: umount after the agent died said: $out"
   remove "$id"
 }
@@ -270,7 +271,7 @@ t0=$(now_ms)
 fault_containerd
 for rt in $RUNTIMES; do "${C[@]}" run --rm $(rt_args "$rt") "$IMG" "$(id_of "$rt-after")" true >/dev/null; done
 after=$(account | grep -v '^containerd-fds')
-[ "$before" = "$after" ] || { fail "kill -9 containerd"; diff <(echo "$before") <(echo "$after") | sed 's/^/    /' >&2; }
+[ "$before" = "$after" ] || { fail "kill -9 containerd"; diff <(echo "$before") <(echo "$after") | sed 's/^/    /' >&2 || true; }
 printf '  %-34s %s (%d ms)\n' "kill -9 containerd (all runtimes)" "done" $(( $(now_ms) - t0 ))
 fds=$(account | awk '/^containerd-fds/{print $2}')
 "${C[@]}" run --rm $(rt_args eci) "$IMG" "$(id_of eci-after2)" true >/dev/null

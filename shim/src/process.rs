@@ -172,11 +172,6 @@ impl Exits {
         rx
     }
 
-    /// Stop watching `pid` (its exit, when it comes, is nobody's).
-    pub fn unwatch(&mut self, pid: i32) {
-        self.watched.remove(&pid);
-    }
-
     /// The exit `pid` already had, if it arrived after `since` (before, it was another
     /// process's that had the same pid).
     pub fn claim(&mut self, pid: i32, since: u64) -> Option<i32> {

@@ -58,6 +58,15 @@ impl Shim for EciShim {
             id: &self.id,
         };
         handle.destroy(&bundle);
+        // A killed shim leaves its socket; runc's shim removes it here too.
+        if let Ok(address) = std::fs::read_to_string("address") {
+            let path = address.trim().trim_start_matches("unix://");
+            if std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         let mut resp = DeleteResponse::new();
         // containerd publishes TaskExit and TaskDelete with this pid for a dead shim's task.
         if let Some(pid) = std::fs::read_to_string(crate::service::INIT_PID_FILE)

@@ -320,9 +320,11 @@ fn a_container_writes_only_what_an_operator_needs_to_containerds_log() {
         !log.lines().any(|l| l.trim().is_empty()),
         "blank lines in containerd's log:\n{log}"
     );
+    // containerd's own "cleaning up after shim disconnected" comes for runc's shim too.
     let warnings: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("level=warn") || l.contains("level=error"))
+        .filter(|l| !l.contains("shim disconnected"))
         .collect();
     assert!(
         warnings.is_empty(),
