@@ -25,4 +25,7 @@ cargo test --release --workspace --no-fail-fast -- --test-threads 4 2>&1 | tee "
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
+
+# The soak and fault suite, short (issue 16): 50 sequential, 20 parallel, every fault once.
+scripts/soak.sh 50 20 || status=$?
 exit "$status"

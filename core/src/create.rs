@@ -152,7 +152,13 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         init: None,
         user_ns: None,
     };
-    let mut block = leases.acquire(&policy.id_pool, &record)?;
+    let mut block = leases
+        .acquire(&policy.id_pool, &record)
+        .map_err(|e| match e {
+            // A refusal like the policy's: said to the user and written to the audit log.
+            crate::lease::LeaseError::Exhausted(r) => refuse(req, &policy, r),
+            e => e.into(),
+        })?;
     undo.lease = Some(block);
 
     let (facts, mut source_fds) = gather_facts(req, &spec, &policy);

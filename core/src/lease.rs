@@ -14,8 +14,8 @@ pub const DEFAULT_LEASE_DIR: &str = "/run/containerd-shim-eci/leases";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
-    #[error("eci: no free ID block: all {blocks} blocks of 65536 IDs from {first} are leased to live containers (rule id-pool-exhausted; delete containers or raise id_pool.blocks in the ECI policy)")]
-    Exhausted { first: u32, blocks: u32 },
+    #[error("{}", .0)]
+    Exhausted(eci_policy::Refusal),
     #[error("ID lease directory {0}: {1}")]
     Io(PathBuf, io::Error),
 }
@@ -131,10 +131,34 @@ impl LeaseDir {
                 }
             }
         }
-        Err(LeaseError::Exhausted {
-            first: pool.first,
-            blocks: pool.blocks,
-        })
+        Err(LeaseError::Exhausted(self.exhausted(pool)))
+    }
+
+    /// Every block is held by a container that exists (a stopped one keeps its block until it
+    /// is deleted): say which, so the administrator knows what to delete.
+    fn exhausted(&self, pool: &IdPool) -> eci_policy::Refusal {
+        let mut holders: Vec<String> = self
+            .taken(pool)
+            .into_iter()
+            .filter_map(|block| self.read(block))
+            .map(|r| format!("{}/{}", r.namespace, r.container))
+            .collect();
+        holders.sort();
+        const NAMED: usize = 10;
+        let more = holders.len().saturating_sub(NAMED);
+        holders.truncate(NAMED);
+        let mut named = holders.join(", ");
+        if more > 0 {
+            named.push_str(&format!(" and {more} more"));
+        }
+        eci_policy::Refusal::new(
+            eci_policy::Rule::IdPoolExhausted,
+            format!(
+                "no free ID block: all {} blocks of 65536 IDs from {} are leased to containers that still exist: {named}",
+                pool.blocks, pool.first
+            ),
+            "delete containers that are no longer needed (a stopped container keeps its block until it is deleted), or raise id_pool.blocks in the ECI policy",
+        )
     }
 
     fn create(&self, block: IdBlock, body: &[u8]) -> io::Result<()> {
@@ -283,6 +307,11 @@ mod tests {
         assert_eq!((a.first, b.first), (100_000, 165_536));
         let e = d.acquire(&pool, &record("c", me)).unwrap_err();
         assert!(e.to_string().contains("no free ID block"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("containers that still exist: default/a, default/b"),
+            "{e}"
+        );
         assert_eq!(d.find("default", "b"), Some(b));
         d.release(a).unwrap();
         assert_eq!(d.acquire(&pool, &record("c", me)).unwrap(), a);

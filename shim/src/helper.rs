@@ -6,7 +6,6 @@
 
 use eci_core::{CreateRequest, ExecRequest};
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 use std::process::{Command, Stdio};
 
 pub const HELPER_ARG: &str = "helper";
@@ -88,10 +87,49 @@ pub fn main(args: &[String]) -> i32 {
     i32::from(failed)
 }
 
-/// Shim side: run the helper on a blocking thread and return its reply. The helper's exit
-/// status is not awaited (the shim's reaper owns all children); its reply is the result.
-pub async fn call(request: Request, stdin: Option<std::os::fd::OwnedFd>) -> Reply {
-    let run = move || -> std::io::Result<Reply> {
+/// How the shim learns that a helper it started has exited: the reaper's report, routed by
+/// the exit table (no other code may wait for a child).
+pub type Exits = std::sync::Arc<tokio::sync::Mutex<crate::process::Exits>>;
+
+/// What became of a helper that answered nothing.
+pub struct Died {
+    pub pid: i32,
+    /// Its exit code as the reaper reported it (128 + signal for a killed one).
+    pub code: i32,
+}
+
+impl Died {
+    pub fn describe(&self, what: &str) -> String {
+        let how = if self.code > 128 {
+            let signal = nix::sys::signal::Signal::try_from(self.code - 128)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {}", self.code - 128));
+            format!("was killed by {how}", how = signal)
+        } else {
+            format!("exited with status {}", self.code)
+        };
+        format!(
+            "eci: the {what} helper (pid {pid}) {how} before it answered; the processes it had \
+             started were killed (look for an OOM kill or an administrator's kill of that pid, \
+             and retry)",
+            pid = self.pid
+        )
+    }
+}
+
+/// Shim side: run the helper and return its reply, or how it died without one. The helper
+/// runs in a process group of its own; libcontainer's intermediate and init processes and an
+/// exec's first child inherit it (and the helper's stdout), so a reply pipe alone never ends
+/// when the helper is killed while they live. The helper's exit is watched through the reaper
+/// instead, and when it dies without an answer, every process left in its group is killed.
+pub async fn call(
+    request: Request,
+    stdin: Option<std::os::fd::OwnedFd>,
+    exits: &Exits,
+) -> Result<Reply, Died> {
+    let since = exits.lock().await.mark();
+    let spawn = move || -> std::io::Result<(i32, std::process::ChildStdout)> {
+        use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg(HELPER_ARG)
@@ -99,24 +137,142 @@ pub async fn call(request: Request, stdin: Option<std::os::fd::OwnedFd>) -> Repl
             .stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()?;
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .expect("piped stdout")
-            .read_to_string(&mut out)?;
-        Ok(serde_json::from_str(out.trim()).unwrap_or_else(|_| {
-            Reply::Error(if out.is_empty() {
-                "create helper died without an answer".to_string()
-            } else {
-                format!("create helper: {}", out.trim())
-            })
+        let stdout = child.stdout.take().expect("piped stdout");
+        Ok((child.id() as i32, stdout))
+    };
+    let (pid, stdout) = match tokio::task::spawn_blocking(spawn).await {
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) => return Ok(Reply::Error(format!("eci: cannot run the helper: {e}"))),
+        Err(e) => return Ok(Reply::Error(format!("eci: helper task: {e}"))),
+    };
+    let exited = exits.lock().await.watch(pid, since);
+    match read_reply(stdout, exited).await {
+        Ok(reply) => Ok(reply),
+        Err(code) => {
+            let pgid = pid;
+            let _ = tokio::task::spawn_blocking(move || kill_group(pgid)).await;
+            Err(Died { pid, code })
+        }
+    }
+}
+
+/// The helper's one line, or its exit code if it exited without writing one.
+async fn read_reply(
+    stdout: std::process::ChildStdout,
+    mut exited: tokio::sync::oneshot::Receiver<i32>,
+) -> Result<Reply, i32> {
+    use tokio::io::AsyncReadExt;
+    let parse = |out: &[u8]| -> Option<Reply> {
+        let end = out.iter().position(|b| *b == b'\n')?;
+        let line = String::from_utf8_lossy(&out[..end]);
+        Some(serde_json::from_str(line.trim()).unwrap_or_else(|_| {
+            Reply::Error(format!("eci: the helper answered {:?}", line.trim()))
         }))
     };
-    match tokio::task::spawn_blocking(run).await {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(e)) => Reply::Error(format!("cannot run create helper: {e}")),
-        Err(e) => Reply::Error(format!("create helper task: {e}")),
+    let mut pipe =
+        match tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(stdout)) {
+            Ok(p) => p,
+            Err(e) => return Ok(Reply::Error(format!("eci: helper reply pipe: {e}"))),
+        };
+    let mut out = Vec::new();
+    let mut eof = false;
+    loop {
+        if let Some(reply) = parse(&out) {
+            return Ok(reply);
+        }
+        if eof {
+            // Every writer is gone without a whole line: the helper's exit says why.
+            return Err(exited.await.unwrap_or(-1));
+        }
+        tokio::select! {
+            read = pipe.read_buf(&mut out) => match read {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(e) => return Ok(Reply::Error(format!("eci: helper reply pipe: {e}"))),
+            },
+            code = &mut exited => {
+                // What it wrote before exiting is in the pipe already.
+                let code = code.unwrap_or(-1);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.try_read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&buf[..n]);
+                }
+                return parse(&out).ok_or(code);
+            }
+        }
     }
+}
+
+/// Kill every process left in the process group of a dead helper: they are all this shim's
+/// children by then (libcontainer clones them as the shim's, and orphans come to the shim,
+/// a subreaper). Each is pinned with a pidfd and checked to be ours and in the group before
+/// it is signalled, so a recycled pid is never hit. Children of the killed are orphaned to
+/// the shim in turn, so this repeats until the group is empty (for at most two seconds).
+pub fn kill_group(pgid: i32) {
+    let me = std::process::id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let mut found = false;
+        for pid in children_in_group(me, pgid) {
+            let Ok(pidfd) = pidfd_open(pid) else { continue };
+            // Checked after pinning: if the pid was recycled before the pidfd, this reads the
+            // new process, which is not ours in this group.
+            if children_in_group(me, pgid).contains(&pid) {
+                found = true;
+                // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                };
+            }
+        }
+        if !found || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Live (not zombie) children of `parent` in process group `pgid`.
+fn children_in_group(parent: i32, pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // Fields after the command: state, ppid, pgrp.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                return false;
+            };
+            let mut f = rest.split(' ');
+            let (state, ppid, pgrp) = (f.next(), f.next(), f.next());
+            state != Some("Z")
+                && ppid.and_then(|p| p.parse().ok()) == Some(parent)
+                && pgrp.and_then(|p| p.parse().ok()) == Some(pgid)
+        })
+        .collect()
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd from pidfd_open, owned from here.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
 }

@@ -6,6 +6,7 @@
 
 mod enforce;
 mod helper;
+mod logging;
 mod metrics;
 mod options;
 mod process;
@@ -42,4 +43,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(run::<shim::EciShim>(RUNTIME_NAME, None));
+    // Shut down means exit: a blocking task still running (a helper's, a teardown's) must not
+    // keep the process alive after containerd has let it go, as dropping the runtime would.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 }

@@ -3,7 +3,7 @@
 
 use crate::helper::{self, Reply, Request};
 use crate::options::policy_from_options;
-use crate::process::{now, Container, Exit, OomWatch, Process, Status, StdioPaths};
+use crate::process::{now, Container, Exit, Exits, OomWatch, Process, Status, StdioPaths};
 use crate::stdio::{copy_console, release_stdin, resize, stdin_pipe, FdSocket, StdinCloser};
 use async_trait::async_trait;
 use containerd_shim::asynchronous::monitor::monitor_subscribe;
@@ -20,11 +20,14 @@ use containerd_shim::protos::types::task::{ProcessInfo, Status as TaskStatus};
 use eci_core::ops::Handle;
 use eci_core::{Layout, RootfsMount};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
 type TResult<T> = ttrpc::Result<T>;
+
+/// The init's pid, in the bundle, for `shim delete` after a crash.
+pub const INIT_PID_FILE: &str = "init.pid";
 
 fn err(code: Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
@@ -41,8 +44,9 @@ pub struct TaskService {
     exit: Arc<ExitSignal>,
     publisher: Arc<RemotePublisher>,
     containers: Arc<Mutex<HashMap<String, Container>>>,
-    /// Exits of pids not yet in the table (a process can die before create returns).
-    early_exits: Arc<Mutex<HashMap<i32, i32>>>,
+    /// Exits of pids not yet in the table (a process can die before create returns), and of
+    /// the helpers and agents the shim awaits.
+    early_exits: helper::Exits,
     /// Held from releasing an init until its TaskStart is published, and taken to publish an
     /// exit: a TaskExit that reached containerd before its TaskStart would leave dockerd
     /// waiting for an exit it had already been told of.
@@ -108,21 +112,22 @@ impl TaskService {
         });
     }
 
-    /// Register a freshly started pid, settling it at once if it already died.
-    async fn register_pid(&self, id: &str, exec_id: &str, pid: i32) {
-        let early = self.record_pid(id, exec_id, pid).await;
+    /// Register a freshly started pid, settling it at once if it already died (after `since`,
+    /// the exit table's mark taken before its helper started).
+    async fn register_pid(&self, id: &str, exec_id: &str, pid: i32, since: u64) {
+        let early = self.record_pid(id, exec_id, pid, since).await;
         self.settle_early(pid, early).await;
     }
 
     /// Put a freshly started pid in the table; the exit code it already had, if it died first.
-    async fn record_pid(&self, id: &str, exec_id: &str, pid: i32) -> Option<i32> {
+    async fn record_pid(&self, id: &str, exec_id: &str, pid: i32, since: u64) -> Option<i32> {
         {
             let mut containers = self.containers.lock().await;
             if let Some(p) = containers.get_mut(id).and_then(|c| c.process_mut(exec_id)) {
                 p.pid = pid;
             }
         }
-        self.early_exits.lock().await.remove(&pid)
+        self.early_exits.lock().await.claim(pid, since)
     }
 
     async fn settle_early(&self, pid: i32, early: Option<i32>) {
@@ -147,23 +152,34 @@ impl TaskService {
         self.fd_socket("console").map(Some)
     }
 
-    /// Run the helper, receiving the pty master concurrently when there is a terminal.
+    /// Run the helper, receiving the pty master concurrently when there is a terminal. Its
+    /// reply, or how it died without one (its processes are killed by then).
     async fn run_helper(
         &self,
         request: Request,
         console: Option<FdSocket>,
         stdin: Option<std::os::fd::OwnedFd>,
-    ) -> TResult<(Reply, Option<Arc<std::os::fd::OwnedFd>>)> {
+    ) -> TResult<(
+        Result<Reply, helper::Died>,
+        Option<Arc<std::os::fd::OwnedFd>>,
+    )> {
+        let waker = console.as_ref().map(|c| c.waker());
         let receiver = console.map(|c| tokio::task::spawn_blocking(move || c.receive()));
-        let reply = helper::call(request, stdin).await;
+        let reply = helper::call(request, stdin, &self.early_exits).await;
         let master = match receiver {
-            Some(r) if !matches!(reply, Reply::Error(_)) => Some(Arc::new(
-                r.await
-                    .map_err(|e| err(Code::INTERNAL, e.to_string()))?
-                    .map_err(|e| err(Code::INTERNAL, format!("console: {e}")))?,
-            )),
+            Some(r) if matches!(reply, Ok(Reply::Created { .. } | Reply::Execed { .. })) => {
+                Some(Arc::new(
+                    r.await
+                        .map_err(|e| err(Code::INTERNAL, e.to_string()))?
+                        .map_err(|e| err(Code::INTERNAL, format!("console: {e}")))?,
+                ))
+            }
             Some(r) => {
-                r.abort();
+                // A blocking accept cannot be aborted: wake it, or its thread waits forever.
+                if let Some(w) = &waker {
+                    unblock(w);
+                }
+                let _ = r.await;
                 None
             }
             None => None,
@@ -196,7 +212,7 @@ async fn publish_oom(publisher: &RemotePublisher, namespace: &str, id: &str) {
 
 async fn settle_exit(
     containers: &Mutex<HashMap<String, Container>>,
-    early: &Mutex<HashMap<i32, i32>>,
+    early: &Mutex<Exits>,
     events: &Mutex<()>,
     publisher: &RemotePublisher,
     namespace: &str,
@@ -225,7 +241,7 @@ async fn settle_exit(
         })
     };
     let Some((cid, exec_id, io_done, exit, oom)) = found else {
-        early.lock().await.insert(pid, code);
+        early.lock().await.unclaimed(pid, code);
         return;
     };
     if let Some(done) = io_done {
@@ -332,7 +348,23 @@ impl Task for TaskService {
         init.set_stdin(stdin_closer);
         let waker = notify.waker();
         let notify = tokio::task::spawn_blocking(move || notify.receive());
+        let since = self.early_exits.lock().await.mark();
         let (reply, master) = self.run_helper(request, console, stdin).await?;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(died) => {
+                release_stdin(&req.stdin);
+                unblock(&waker);
+                // Nothing undid what the helper had made: the same teardown as `shim delete`.
+                drop(emulation);
+                let bundle = req.bundle.clone();
+                self.on_container(&req.id, move |h| h.destroy(std::path::Path::new(&bundle)))
+                    .await?;
+                let message = died.describe("create");
+                log::error!("create {}: {message}", req.id);
+                return Err(err(Code::INTERNAL, message));
+            }
+        };
         let (pid, block, supervisor) = match reply {
             Reply::Created {
                 pid,
@@ -368,6 +400,12 @@ impl Task for TaskService {
             init.io_done = Some(rx);
         }
         emulation.set_owner(block);
+        // Where `shim delete` finds the init after a crash of this shim, for the pid of its
+        // TaskExit and TaskDelete (as runc's shim does).
+        if let Err(e) = std::fs::write(Path::new(&req.bundle).join(INIT_PID_FILE), pid.to_string())
+        {
+            log::warn!("{}: cannot record the init pid in the bundle: {e}", req.id);
+        }
         let cgroups_path = read_cgroups_path(std::path::Path::new(&req.bundle))
             .unwrap_or_else(|| PathBuf::from(format!("/{}/{}", self.namespace, req.id)));
         let oom = Some(Arc::new(OomWatch::new(
@@ -386,7 +424,7 @@ impl Task for TaskService {
                 oom: oom.clone(),
             },
         );
-        self.register_pid(&req.id, "", pid).await;
+        self.register_pid(&req.id, "", pid, since).await;
         if let Some(oom) = oom {
             self.watch_oom(&req.id, oom);
         }
@@ -506,7 +544,9 @@ impl Task for TaskService {
             base: self.layout.base().to_path_buf(),
             seccomp_listener,
         });
+        let since = self.early_exits.lock().await.mark();
         let (reply, master) = self.run_helper(request, console, stdin).await?;
+        let reply = reply.unwrap_or_else(|died| Reply::Error(died.describe("exec")));
         match (&reply, notify, &supervisor) {
             (Reply::Execed { .. }, Some(notify), Some(supervisor)) => match notify.await {
                 Ok(Ok(fd)) => supervisor.add(fd),
@@ -556,7 +596,7 @@ impl Task for TaskService {
         }
         // TaskExecStarted goes out before the exec's TaskExit, even one that came first.
         let ordered = self.events.lock().await;
-        let early = self.record_pid(&req.id, &req.exec_id, pid).await;
+        let early = self.record_pid(&req.id, &req.exec_id, pid, since).await;
         let event = TaskExecStarted {
             container_id: req.id.clone(),
             exec_id: req.exec_id.clone(),
@@ -680,17 +720,27 @@ impl Task for TaskService {
         if let Some(supervisor) = supervisor {
             let _ = tokio::task::spawn_blocking(move || supervisor.stop()).await;
         }
+        // The emulation is unmounted first (its init, and with it the pid namespace, is gone),
+        // by its own session: destroy's unmount, meant for a crashed shim's, would leave the
+        // session's unmount failing with ENOENT.
+        let emulation = self
+            .containers
+            .lock()
+            .await
+            .get_mut(&req.id)
+            .and_then(|c| c.emulation.take());
+        if let Some(emulation) = emulation {
+            let _ = tokio::task::spawn_blocking(move || drop(emulation)).await;
+        }
         self.on_container(&req.id, move |h| h.destroy(std::path::Path::new(&bundle)))
             .await?;
-        let mut c = self
+        let c = self
             .containers
             .lock()
             .await
             .remove(&req.id)
             .ok_or_else(|| not_found(&req.id))?;
         release_stdin(&c.init.stdio.stdin);
-        // Unmounts the emulation; the container's processes, its only users, are gone.
-        drop(c.emulation.take());
         let exit = c.init.exited().unwrap_or(Exit {
             code: 137,
             at: now(),
@@ -944,6 +994,7 @@ impl TaskService {
             .collect();
         let pinned: Vec<String> = PINNED.iter().map(|s| s.to_string()).collect();
         let view = emulation.view();
+        let exits = self.early_exits.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<eci_emulation::Supervisor> {
             let pinned: Vec<&str> = pinned.iter().map(String::as_str).collect();
             let protected = eci_emulation::supervisor::measure(init, &pinned, &emulated);
@@ -952,6 +1003,10 @@ impl TaskService {
             let agent = move || -> std::io::Result<(std::os::unix::net::UnixStream, i32)> {
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
                 // Reaped by the shim's reaper like every child; it exits when `ours` closes.
+                // The supervisor watches it with a pidfd (and starts another when it dies);
+                // its exit is nobody's in the exit table. This runs on the supervisor's
+                // thread, outside the async runtime.
+                let since = exits.blocking_lock().mark();
                 let child = std::process::Command::new(&exe)
                     .arg(crate::helper::AGENT_ARG)
                     .arg(init.to_string())
@@ -962,6 +1017,7 @@ impl TaskService {
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .spawn()?;
+                drop(exits.blocking_lock().watch(child.id() as i32, since));
                 Ok((ours, child.id() as i32))
             };
             let user_ns = std::fs::metadata(format!("/proc/{init}/ns/user"))?;

@@ -22,14 +22,19 @@ pub struct EciShim {
     id: String,
     address: String,
     exit: Arc<ExitSignal>,
+    debug: bool,
 }
 
 #[async_trait]
 impl Shim for EciShim {
     type T = TaskService;
 
-    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+    async fn new(_runtime_id: &str, args: &Flags, config: &mut Config) -> Self {
+        // Our own logger (crate::logging), set up when serving: containerd-shim's writes a
+        // blank line after each record and cannot leave out the libraries' noise.
+        config.no_setup_logger = true;
         EciShim {
+            debug: args.debug,
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             address: args.address.clone(),
@@ -53,7 +58,23 @@ impl Shim for EciShim {
             id: &self.id,
         };
         handle.destroy(&bundle);
+        // A killed shim leaves its socket; runc's shim removes it here too.
+        if let Ok(address) = std::fs::read_to_string("address") {
+            let path = address.trim().trim_start_matches("unix://");
+            if std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         let mut resp = DeleteResponse::new();
+        // containerd publishes TaskExit and TaskDelete with this pid for a dead shim's task.
+        if let Some(pid) = std::fs::read_to_string(crate::service::INIT_PID_FILE)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            resp.set_pid(pid);
+        }
         resp.set_exit_status(137);
         resp.exited_at = Some(crate::process::now()).into();
         Ok(resp)
@@ -64,6 +85,7 @@ impl Shim for EciShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        crate::logging::init(self.debug);
         TaskService::new(&self.namespace, &self.address, self.exit.clone(), publisher).await
     }
 }
