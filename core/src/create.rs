@@ -214,21 +214,9 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
             source: source.display().to_string(),
             options: vec!["rbind".into()],
         });
-        mount_rootfs(
-            &[described],
-            &rootfs,
-            &layout.staging(&req.namespace, &req.id).join("layers"),
-            &userns,
-            block,
-        )?;
+        mount_rootfs(&[described], &rootfs, &userns, block)?;
     } else {
-        mount_rootfs(
-            &req.rootfs,
-            &rootfs,
-            &layout.staging(&req.namespace, &req.id).join("layers"),
-            &userns,
-            block,
-        )?;
+        mount_rootfs(&req.rootfs, &rootfs, &userns, block)?;
     }
 
     let staging = layout.staging(&req.namespace, &req.id).join("binds");

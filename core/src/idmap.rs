@@ -86,7 +86,7 @@ impl IdmapUserNs {
     }
 }
 
-fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+pub(crate) fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -142,6 +142,26 @@ pub fn idmapped_clone(
     userns: &IdmapUserNs,
     flags: LockedFlags,
 ) -> io::Result<OwnedFd> {
+    clone_mapped(source, userns, flags, AT_RECURSIVE)
+}
+
+/// Like [`idmapped_clone`], but only the mount `source` is on, without the mounts beneath it:
+/// an overlay's upper and work dirs sit beside the engine's own mount point (dockerd's
+/// `merged`), and an overlay mount cannot be ID-mapped.
+pub fn idmapped_clone_single(
+    source: &OwnedFd,
+    userns: &IdmapUserNs,
+    flags: LockedFlags,
+) -> io::Result<OwnedFd> {
+    clone_mapped(source, userns, flags, 0)
+}
+
+fn clone_mapped(
+    source: &OwnedFd,
+    userns: &IdmapUserNs,
+    flags: LockedFlags,
+    recursive: libc::c_uint,
+) -> io::Result<OwnedFd> {
     let empty = c"";
     // SAFETY: open_tree with a valid dirfd and a NUL-terminated empty path.
     let fd = cvt(unsafe {
@@ -152,7 +172,7 @@ pub fn idmapped_clone(
             OPEN_TREE_CLONE
                 | libc::O_CLOEXEC as libc::c_uint
                 | libc::AT_EMPTY_PATH as libc::c_uint
-                | AT_RECURSIVE,
+                | recursive,
         )
     })?;
     // SAFETY: the kernel just returned this fd to us.
@@ -169,7 +189,7 @@ pub fn idmapped_clone(
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            libc::AT_EMPTY_PATH as libc::c_uint | recursive,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )

@@ -1,14 +1,17 @@
-//! The container's root file system from the mounts containerd hands to Create: overlay with
-//! ID-mapped lower layers (an ID-mapped overlay itself is refused by the kernel), and an upper
-//! and work dir owned by the block's first ID. Image layers on disk are never chowned.
+//! The container's root file system from the mounts containerd hands to Create: an overlay
+//! whose layers are all ID-mapped mounts of the container's block (an ID-mapped overlay itself
+//! is refused by the kernel), created as the block's root. Image layers on disk are never
+//! chowned, and the writable layer stores container-relative IDs (0..65535), so a container
+//! owns its files whatever block it runs with next, and `docker commit` sees what it wrote.
 
-use crate::idmap::{attach, idmapped_clone, IdmapUserNs, LockedFlags};
+use crate::idmap::{attach, cvt, idmapped_clone, idmapped_clone_single, IdmapUserNs, LockedFlags};
 use crate::resolve::open_path;
 use eci_policy::IdBlock;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::unistd::{chown, Gid, Uid};
+use nix::mount::{umount2, MntFlags};
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// One mount of the rootfs as containerd describes it.
@@ -29,6 +32,12 @@ pub enum RootfsError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("rootfs: overlay {step}: {source}{}", if log.is_empty() { String::new() } else { format!(" (kernel: {log})") })]
+    Overlay {
+        step: String,
+        log: String,
+        source: io::Error,
+    },
     #[error("rootfs: {path} cannot be ID-mapped ({source}); ECI never chowns image files, so this snapshotter's file system is not supported")]
     NotIdmappable { path: PathBuf, source: io::Error },
 }
@@ -41,12 +50,11 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> R
     }
 }
 
-/// Mount `mounts` at `target`, staging ID-mapped layers under `staging`. The staging mounts
-/// are detached again before returning: overlay keeps private clones of its layers.
+/// Mount `mounts` at `target`. Overlay layers are handed to the kernel as fds of detached
+/// ID-mapped mounts (overlay keeps private clones), so nothing is left to detach afterwards.
 pub fn mount_rootfs(
     mounts: &[RootfsMount],
     target: &Path,
-    staging: &Path,
     userns: &IdmapUserNs,
     block: IdBlock,
 ) -> Result<(), RootfsError> {
@@ -56,7 +64,7 @@ pub fn mount_rootfs(
             let read_only = m.options.iter().any(|o| o == "ro");
             idmap_at(Path::new(&m.source), target, userns, read_only)
         }
-        [m] if m.typ == "overlay" => mount_overlay(m, target, staging, userns, block),
+        [m] if m.typ == "overlay" => mount_overlay(m, target, userns, block),
         [m, ..] => Err(RootfsError::Unsupported(m.typ.clone())),
     }
 }
@@ -83,72 +91,363 @@ fn idmap_at(
 fn mount_overlay(
     m: &RootfsMount,
     target: &Path,
-    staging: &Path,
     userns: &IdmapUserNs,
     block: IdBlock,
 ) -> Result<(), RootfsError> {
-    let mut lowers = Vec::new();
-    let mut rest = Vec::new();
-    let mut upper_and_work = Vec::new();
-    for opt in &m.options {
-        if let Some(l) = opt.strip_prefix("lowerdir=") {
-            lowers.extend(l.split(':').map(PathBuf::from));
-        } else {
-            if let Some(dir) = opt
-                .strip_prefix("upperdir=")
-                .or_else(|| opt.strip_prefix("workdir="))
-            {
-                upper_and_work.push(PathBuf::from(dir));
-            }
-            rest.push(opt.clone());
-        }
+    let layers = OverlayLayers::parse(&m.options);
+    let fc = FsContext::overlay().map_err(io_err("fsopen overlay for", target))?;
+    // A detached mount is dissolved when its last fd closes, and overlay clones its layers
+    // only when the superblock is created: keep every tree open until then.
+    let mut trees = Vec::new();
+    for (key, dir) in &layers.lowers {
+        let (fd, _) = open_path(dir).map_err(io_err("open", dir))?;
+        let flags = LockedFlags {
+            read_only: true,
+            ..LockedFlags::default()
+        };
+        let tree =
+            idmapped_clone(&fd, userns, flags).map_err(|source| RootfsError::NotIdmappable {
+                path: dir.clone(),
+                source,
+            })?;
+        fc.set_fd(key, &tree, dir)?;
+        trees.push(tree);
     }
-    fs::create_dir_all(staging).map_err(io_err("create", staging))?;
-    let mut staged = Vec::new();
-    let result = (|| {
-        for (i, lower) in lowers.iter().enumerate() {
-            let at = staging.join(i.to_string());
-            fs::create_dir_all(&at).map_err(io_err("create", &at))?;
-            idmap_at(lower, &at, userns, true)?;
-            staged.push(at);
-        }
-        // Empty at create, so this is O(1): container root owns what it writes.
-        for dir in &upper_and_work {
-            chown_shallow(dir, block).map_err(io_err("chown", dir))?;
-        }
-        let lowerdir = staged
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
-        let mut data = vec![format!("lowerdir={lowerdir}")];
-        data.extend(rest.iter().cloned());
-        mount(
-            Some("overlay"),
-            target,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(data.join(",").as_str()),
-        )
-        .map_err(|e| io_err("mount overlay at", target)(e.into()))
-    })();
-    for at in staged.iter().rev() {
-        let _ = umount2(at, MntFlags::MNT_DETACH);
+    if let Some((upper, work)) = &layers.upper_and_work {
+        // The upper and work dir must be on one mount: ID-map the directory holding both, so
+        // the files overlay writes there are stored with container-relative IDs (0..65535).
+        let (parent, upper_rel, work_rel) = split_common_parent(upper, work).ok_or_else(|| {
+            RootfsError::Unsupported(format!(
+                "overlay with upperdir {} and workdir {} in different directories",
+                upper.display(),
+                work.display()
+            ))
+        })?;
+        let (fd, _) = open_path(&parent).map_err(io_err("open", &parent))?;
+        let tree =
+            idmapped_clone_single(&fd, userns, LockedFlags::default()).map_err(|source| {
+                RootfsError::NotIdmappable {
+                    path: parent.clone(),
+                    source,
+                }
+            })?;
+        let upper_fd = open_beneath(&tree, &upper_rel).map_err(io_err("open", upper))?;
+        let work_fd = open_beneath(&tree, &work_rel).map_err(io_err("open", work))?;
+        fc.set_fd("upperdir", &upper_fd, upper)?;
+        fc.set_fd("workdir", &work_fd, work)?;
+        trees.push(tree);
     }
-    let _ = fs::remove_dir_all(staging);
-    result
+    for opt in &layers.options {
+        fc.set_option(opt)?;
+    }
+    {
+        // Overlay keeps the credentials of the process that creates the superblock and makes
+        // every file of its own (copy-up, whiteouts, its work dir) with them: as the block's
+        // root, through the ID-mapped upper, they are stored as 0:0, as the container's are.
+        let _creds = CreatorCreds::block_root(block)
+            .map_err(io_err("become the block's root to mount", target))?;
+        fc.create()?;
+    }
+    drop(trees);
+    let mnt = fc.mount().map_err(io_err("fsmount overlay for", target))?;
+    attach(&mnt, target).map_err(io_err("attach overlay at", target))
 }
 
-fn chown_shallow(dir: &Path, block: IdBlock) -> io::Result<()> {
-    let (uid, gid) = (Uid::from_raw(block.first), Gid::from_raw(block.first));
-    chown(dir, Some(uid), Some(gid))?;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            chown(&entry.path(), Some(uid), Some(gid))?;
+/// An overlay mount's options, split into the directories ECI ID-maps and the rest.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct OverlayLayers {
+    /// (`lowerdir+` or `datadir+`, directory), top layer first.
+    lowers: Vec<(&'static str, PathBuf)>,
+    upper_and_work: Option<(PathBuf, PathBuf)>,
+    options: Vec<String>,
+}
+
+impl OverlayLayers {
+    fn parse(options: &[String]) -> Self {
+        let mut layers = OverlayLayers::default();
+        let (mut upper, mut work) = (None, None);
+        for opt in options {
+            if let Some(l) = opt.strip_prefix("lowerdir=") {
+                // `a:b::c` names data-only layers after the `::`.
+                let (regular, data) = l.split_once("::").unwrap_or((l, ""));
+                for (key, list) in [("lowerdir+", regular), ("datadir+", data)] {
+                    layers.lowers.extend(
+                        list.split(':')
+                            .filter(|p| !p.is_empty())
+                            .map(|p| (key, PathBuf::from(p))),
+                    );
+                }
+            } else if let Some(l) = opt.strip_prefix("lowerdir+=") {
+                layers.lowers.push(("lowerdir+", PathBuf::from(l)));
+            } else if let Some(l) = opt.strip_prefix("datadir+=") {
+                layers.lowers.push(("datadir+", PathBuf::from(l)));
+            } else if let Some(u) = opt.strip_prefix("upperdir=") {
+                upper = Some(PathBuf::from(u));
+            } else if let Some(w) = opt.strip_prefix("workdir=") {
+                work = Some(PathBuf::from(w));
+            } else {
+                layers.options.push(opt.clone());
+            }
+        }
+        layers.upper_and_work = upper.zip(work);
+        layers
+    }
+}
+
+/// The deepest directory holding both `upper` and `work`, and each relative to it.
+fn split_common_parent(upper: &Path, work: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    use std::path::Component;
+    let plain = |p: &Path| {
+        p.is_absolute()
+            && p.components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+    };
+    if !plain(upper) || !plain(work) {
+        return None;
+    }
+    let common: PathBuf = upper
+        .components()
+        .zip(work.components())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a)
+        .collect();
+    let upper_rel = upper.strip_prefix(&common).ok()?.to_path_buf();
+    let work_rel = work.strip_prefix(&common).ok()?.to_path_buf();
+    if upper_rel.as_os_str().is_empty() || work_rel.as_os_str().is_empty() {
+        return None;
+    }
+    Some((common, upper_rel, work_rel))
+}
+
+const RESOLVE_NO_XDEV: u64 = 0x01;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+/// The kernel's `struct open_how` (linux/openat2.h).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Open a directory inside a detached mount, never leaving it.
+fn open_beneath(tree: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+    let rel = CString::new(rel.as_os_str().as_encoded_bytes())?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and a correctly sized struct.
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            tree.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })?;
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_SET_FD: libc::c_uint = 5;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+
+/// An overlay superblock being configured (`fsopen`): layers are handed over as fds of
+/// detached ID-mapped mounts, so nothing is staged on a path.
+struct FsContext {
+    fd: OwnedFd,
+}
+
+impl FsContext {
+    fn overlay() -> io::Result<Self> {
+        // SAFETY: fsopen with a NUL-terminated file system name.
+        let fd =
+            cvt(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
+        // SAFETY: the kernel just returned this fd to us.
+        Ok(FsContext {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+        })
+    }
+
+    fn config(
+        &self,
+        cmd: libc::c_uint,
+        key: Option<&str>,
+        value: Option<&CStr>,
+        aux: libc::c_int,
+    ) -> io::Result<()> {
+        let key = key.map(CString::new).transpose()?;
+        // SAFETY: fsconfig on our context fd; key and value are NUL-terminated or null.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                cmd,
+                key.as_ref().map_or(std::ptr::null(), |k| k.as_ptr()),
+                value.map_or(std::ptr::null(), CStr::as_ptr),
+                aux,
+            )
+        })
+        .map(drop)
+    }
+
+    fn set_fd(&self, key: &str, fd: &OwnedFd, path: &Path) -> Result<(), RootfsError> {
+        self.config(FSCONFIG_SET_FD, Some(key), None, fd.as_raw_fd())
+            .map_err(|source| self.failed(format!("{key} {}", path.display()), source))
+    }
+
+    /// A mount option as containerd writes it: `key=value` or a flag.
+    fn set_option(&self, opt: &str) -> Result<(), RootfsError> {
+        let result = match opt.split_once('=') {
+            Some((key, value)) => CString::new(value)
+                .map_err(io::Error::from)
+                .and_then(|v| self.config(FSCONFIG_SET_STRING, Some(key), Some(&v), 0)),
+            None => self.config(FSCONFIG_SET_FLAG, Some(opt), None, 0),
+        };
+        result.map_err(|source| self.failed(format!("option {opt}"), source))
+    }
+
+    fn create(&self) -> Result<(), RootfsError> {
+        self.config(FSCONFIG_CMD_CREATE, None, None, 0)
+            .map_err(|source| self.failed("create".into(), source))
+    }
+
+    fn mount(self) -> io::Result<OwnedFd> {
+        // SAFETY: fsmount on a created context we own.
+        let fd = cvt(unsafe {
+            libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
+        })?;
+        // SAFETY: the kernel just returned this fd to us.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+
+    /// The error with what the kernel logged on the context (overlay says why it refused).
+    fn failed(&self, step: String, source: io::Error) -> RootfsError {
+        let mut log = Vec::new();
+        let mut buf = [0u8; 512];
+        // SAFETY: reading the context's message log into a buffer we own; each read returns
+        // one message, ENODATA when none are left.
+        loop {
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            log.push(
+                String::from_utf8_lossy(&buf[..n as usize])
+                    .trim()
+                    .to_string(),
+            );
+        }
+        RootfsError::Overlay {
+            step,
+            log: log.join("; "),
+            source,
         }
     }
-    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// This thread's fsuid/fsgid set to the block's root until dropped. Setting a nonzero fsuid
+/// clears the file capabilities (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER …) from the effective
+/// set; overlay needs them to copy files up with their owners, so they are raised again.
+struct CreatorCreds {
+    fsuid: u32,
+    fsgid: u32,
+    caps: [CapData; 2],
+}
+
+impl CreatorCreds {
+    fn block_root(block: IdBlock) -> io::Result<Self> {
+        let mut header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let mut caps = [CapData::default(); 2];
+        // SAFETY: capget of this thread into a correctly sized two-element array.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_capget,
+                &mut header as *mut CapHeader,
+                caps.as_mut_ptr(),
+            )
+        })?;
+        // SAFETY: setfsgid/setfsuid only change this thread's credentials; an ID of -1 is
+        // invalid and returns the current one unchanged, which checks that the change held.
+        let saved = unsafe {
+            let fsgid = libc::setfsgid(block.first) as u32;
+            let fsuid = libc::setfsuid(block.first) as u32;
+            CreatorCreds { fsuid, fsgid, caps }
+        };
+        // SAFETY: as above; -1 only reads.
+        let (uid, gid) = unsafe {
+            (
+                libc::setfsuid(u32::MAX) as u32,
+                libc::setfsgid(u32::MAX) as u32,
+            )
+        };
+        if (uid, gid) != (block.first, block.first) {
+            return Err(io::Error::other(format!(
+                "setfsuid/setfsgid to {} did not take effect (the shim needs CAP_SETUID and CAP_SETGID)",
+                block.first
+            )));
+        }
+        let mut raised = caps;
+        for c in &mut raised {
+            c.effective = c.permitted;
+        }
+        set_caps(&raised)?;
+        Ok(saved)
+    }
+}
+
+fn set_caps(caps: &[CapData; 2]) -> io::Result<()> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset of this thread from a correctly sized two-element array.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            caps.as_ptr(),
+        )
+    })
+    .map(drop)
+}
+
+impl Drop for CreatorCreds {
+    fn drop(&mut self) {
+        // SAFETY: restoring this thread's own fsuid/fsgid.
+        unsafe {
+            libc::setfsuid(self.fsuid);
+            libc::setfsgid(self.fsgid);
+        }
+        let _ = set_caps(&self.caps);
+    }
 }
 
 /// A rootfs the engine mounted itself before Create, as dockerd 20.10 does (its overlay2
@@ -223,6 +522,70 @@ pub fn unmount_all(target: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn overlay_options_split_into_layers_and_the_rest() {
+        let layers = OverlayLayers::parse(&strings(&[
+            "index=off",
+            "workdir=/s/2/work",
+            "upperdir=/s/2/fs",
+            "lowerdir=/s/1/fs:/s/0/fs::/d/0",
+            "volatile",
+        ]));
+        assert_eq!(
+            layers.lowers,
+            vec![
+                ("lowerdir+", PathBuf::from("/s/1/fs")),
+                ("lowerdir+", PathBuf::from("/s/0/fs")),
+                ("datadir+", PathBuf::from("/d/0")),
+            ]
+        );
+        assert_eq!(
+            layers.upper_and_work,
+            Some((PathBuf::from("/s/2/fs"), PathBuf::from("/s/2/work")))
+        );
+        assert_eq!(layers.options, strings(&["index=off", "volatile"]));
+
+        let view = OverlayLayers::parse(&strings(&["lowerdir=/a:/b"]));
+        assert_eq!(view.upper_and_work, None, "a read-only view has no upper");
+        assert_eq!(view.lowers.len(), 2);
+    }
+
+    #[test]
+    fn upper_and_work_are_mapped_through_their_common_parent() {
+        assert_eq!(
+            split_common_parent(Path::new("/s/2/fs"), Path::new("/s/2/work")),
+            Some((
+                PathBuf::from("/s/2"),
+                PathBuf::from("fs"),
+                PathBuf::from("work")
+            ))
+        );
+        assert_eq!(
+            split_common_parent(Path::new("/a/x/diff"), Path::new("/a/y/work")),
+            Some((
+                PathBuf::from("/a"),
+                PathBuf::from("x/diff"),
+                PathBuf::from("y/work")
+            ))
+        );
+        for (upper, work) in [
+            ("/s/fs", "/s/fs"),
+            ("s/fs", "s/work"),
+            ("/s/../fs", "/s/work"),
+            ("/s/fs", "/s/fs/work"),
+        ] {
+            assert_eq!(
+                split_common_parent(Path::new(upper), Path::new(work)),
+                None,
+                "{upper} {work}"
+            );
+        }
+    }
 
     #[test]
     fn the_last_overlay_at_the_root_is_found() {

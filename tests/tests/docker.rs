@@ -179,3 +179,195 @@ fn docker_in_docker_runs_dockerd_and_its_containers() {
     let left = docker_leftovers_after(&id, std::time::Duration::from_secs(10));
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `docker run -d`, failing the test with dockerd's words if it does not start.
+fn docker_detached(name: &str, cmd: &[&str]) {
+    let e = docker_env();
+    let mut args = vec!["run", "-d", "--name", name, &e.image];
+    args.extend_from_slice(cmd);
+    let r = docker(&args);
+    assert_eq!(r.code, 0, "docker run -d {name}: {}", r.stderr);
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let r = docker(args);
+    assert_eq!(r.code, 0, "docker {args:?}: {}", r.stderr);
+    r.stdout
+}
+
+/// Issue 14's examples: what a container writes is stored with its own IDs, so a restart with
+/// another block, `docker commit`, `diff`, `export`, `cp` both ways and `docker build` all see
+/// the IDs the container used.
+#[test]
+fn a_containers_files_keep_its_own_ids_through_restart_commit_cp_export_and_build() {
+    let (keep, other) = (name("own-keep"), name("own-other"));
+    let image = format!("{}:committed", name("own-image"));
+    let built = format!("{}:built", name("own-image"));
+    docker_detached(
+        &keep,
+        &[
+            "sh",
+            "-c",
+            "echo hi > /f; touch /b; chown 1000 /b; sleep 1000",
+        ],
+    );
+    let map = |c: &str| parse_uid_map(&docker_ok(&["exec", c, "cat", "/proc/self/uid_map"]));
+    assert!(wait_until(std::time::Duration::from_secs(10), || {
+        docker(&["exec", &keep, "test", "-e", "/b"]).code == 0
+    }));
+    let before = map(&keep);
+    docker_ok(&["stop", "-t", "1", &keep]);
+    // dockerd deletes the task (and the shim frees the block) after `stop` returns.
+    let full_id = docker_ok(&["inspect", "-f", "{{.Id}}", &keep]);
+    let left = docker_leftovers_after(full_id.trim(), std::time::Duration::from_secs(10));
+    assert!(left.is_empty(), "{left:?}");
+    docker_detached(&other, &["sleep", "1000"]);
+    docker_ok(&["start", &keep]);
+    let after = map(&keep);
+    let seen = docker(&[
+        "exec",
+        &keep,
+        "sh",
+        "-c",
+        "stat -c '%u:%g %n' /f /b && echo more >> /f && cat /f",
+    ]);
+
+    let host_file = std::env::temp_dir().join(name("own-cp"));
+    std::fs::write(&host_file, "from the host\n").unwrap();
+    let cp_in = docker(&[
+        "cp",
+        &host_file.display().to_string(),
+        &format!("{keep}:/cpin"),
+    ]);
+    let cp_seen = docker(&[
+        "exec",
+        &keep,
+        "sh",
+        "-c",
+        "stat -c '%u:%g' /cpin && cat /cpin",
+    ]);
+    let cp_out = docker_bytes(&["cp", &format!("{keep}:/b"), "-"]);
+    let diff = docker(&["diff", &keep]);
+    let export = docker_bytes(&["export", &keep]);
+    let commit = docker(&["commit", &keep, &image]);
+    let committed = docker_run_image(&image, &["stat", "-c", "%u:%g %n", "/f", "/b"]);
+
+    let dir = std::env::temp_dir().join(name("own-build"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo built > /id && touch /u && chown 1000:1000 /u\n",
+            docker_env().image
+        ),
+    )
+    .unwrap();
+    let build = docker_bytes(&["build", "-q", "-t", &built, &dir.display().to_string()]);
+    let from_build = docker_run_image(&built, &["stat", "-c", "%u:%g %n", "/id", "/u"]);
+
+    let _ = docker(&["rm", "-f", &keep, &other]);
+    let _ = docker(&["rmi", "-f", &image, &built]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&host_file);
+
+    assert_ne!(before, after, "{keep} restarted with its old block");
+    assert_eq!(
+        seen.code, 0,
+        "after the restart: {}{}",
+        seen.stdout, seen.stderr
+    );
+    assert_eq!(seen.stdout, "0:0 /f\n1000:0 /b\nhi\nmore\n");
+    assert_eq!(cp_in.code, 0, "docker cp in: {}", cp_in.stderr);
+    assert_eq!(cp_seen.stdout, "0:0\nfrom the host\n", "{}", cp_seen.stderr);
+    assert!(
+        cp_out.status.success(),
+        "docker cp out: {}",
+        String::from_utf8_lossy(&cp_out.stderr)
+    );
+    assert_eq!(tar_owners(&cp_out.stdout), vec![("b".into(), 1000, 0)]);
+    assert!(
+        diff.stdout.lines().any(|l| l == "A /f") && diff.stdout.lines().any(|l| l == "A /b"),
+        "docker diff: {}{}",
+        diff.stdout,
+        diff.stderr
+    );
+    let exported = tar_owners(&export.stdout);
+    for want in [("f", 0, 0), ("b", 1000, 0), ("cpin", 0, 0)] {
+        assert!(
+            exported.contains(&(want.0.to_string(), want.1, want.2)),
+            "docker export lists {want:?}? {:?}",
+            exported
+                .iter()
+                .filter(|(n, ..)| ["f", "b", "cpin"].contains(&n.as_str()))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(commit.code, 0, "docker commit: {}", commit.stderr);
+    assert_eq!(
+        committed.stdout, "0:0 /f\n1000:0 /b\n",
+        "{}",
+        committed.stderr
+    );
+    assert!(
+        build.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    assert_eq!(
+        from_build.stdout, "0:0 /id\n1000:1000 /u\n",
+        "{}",
+        from_build.stderr
+    );
+}
+
+/// `docker args…` with its raw output (tar streams are binary), the legacy builder for `build`
+/// (what dockerd 20.10's `RUN` steps use: a container per step, committed from its upper dir).
+fn docker_bytes(args: &[&str]) -> std::process::Output {
+    let e = docker_env();
+    std::process::Command::new(&e.cli)
+        .arg("-H")
+        .arg(&e.host)
+        .args(args)
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run docker")
+}
+
+fn docker_run_image(image: &str, cmd: &[&str]) -> Run {
+    let mut args = vec!["run", "--rm", image];
+    args.extend_from_slice(cmd);
+    docker(&args)
+}
+
+/// (name without a leading `./`, uid, gid) of each entry of a tar stream, numeric owners.
+fn tar_owners(tar: &[u8]) -> Vec<(String, u32, u32)> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("tar")
+        .args(["-tvf", "-", "--numeric-owner"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tar");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = tar.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("tar output");
+    let _ = writer.join();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let owners = cols.nth(1)?;
+            let (u, g) = owners.split_once('/')?;
+            let name = l.split_whitespace().last()?;
+            Some((
+                name.trim_start_matches("./").to_string(),
+                u.parse().ok()?,
+                g.parse().ok()?,
+            ))
+        })
+        .collect()
+}
