@@ -40,16 +40,18 @@ build_image() {
 
 start() {
   mkdir -p "$ROOT"
-  # One root, one containerd version: a running one of another version is replaced (and its
-  # metadata with it, since an older containerd may not read a newer one's).
-  local running=false same=false
-  [ -S "$SOCK" ] && ctr_ version >/dev/null 2>&1 && running=true
-  [ "$(cat "$ROOT/containerd.version" 2>/dev/null)" = "$CONTAINERD_VERSION" ] && same=true
-  if $running && $same; then
-    :
+  # One root, one containerd version. A containerd already serving the socket is reused when
+  # it is the version asked for, and never stopped otherwise (it may be another session's).
+  if [ -S "$SOCK" ] && ctr_ version >/dev/null 2>&1; then
+    local serving
+    serving=$(ctr_ version | awk '/^Server:/ { s = 1 } s && $1 == "Version:" { sub(/^v/, "", $2); print $2; exit }')
+    if [ "$serving" != "$CONTAINERD_VERSION" ]; then
+      echo "containerd $serving already serves $SOCK, not $CONTAINERD_VERSION: stop it (scripts/testenv.sh stop) or choose another ECI_TEST_ROOT" >&2
+      exit 1
+    fi
   else
-    if ! $same; then
-      stop
+    # An older containerd may not read a newer one's metadata: a root changes hands clean.
+    if [ -f "$ROOT/containerd.version" ] && [ "$(cat "$ROOT/containerd.version")" != "$CONTAINERD_VERSION" ]; then
       rm -rf "$ROOT/root" "$ROOT/state"
     fi
     echo "$CONTAINERD_VERSION" > "$ROOT/containerd.version"
