@@ -4,6 +4,7 @@
 # test image's "pause" tag (sleep) is the sandbox image, since no registry can be reached.
 #   scripts/crienv.sh start   # prints the environment to source
 #   scripts/crienv.sh stop
+# The containerd is the one ECI_CONTAINERD_BIN_DIR names, as for testenv.sh.
 set -euo pipefail
 ROOT=${ECI_CRI_ROOT:-/tmp/eci-cri}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,8 +13,9 @@ SOCK=$ROOT/containerd.sock
 IMAGE=eci.test/busybox:latest
 PAUSE=eci.test/busybox:pause
 CNI_BIN=${ECI_CNI_BIN:-/usr/lib/cni}
+. "$REPO/scripts/containerd-bin.sh"
 
-ctr_() { ctr --address "$SOCK" --namespace k8s.io "$@"; }
+ctr_() { "$CTR" --address "$SOCK" --namespace k8s.io "$@"; }
 
 import_images() {
   # The test image's layout, with a second tag whose command never ends.
@@ -29,7 +31,7 @@ start() {
   [ -x "$CNI_BIN/bridge" ] || { echo "CNI plugins not found in $CNI_BIN (apt-get install containernetworking-plugins)" >&2; exit 1; }
   eval "$("$REPO/scripts/testenv.sh" start)"
   mkdir -p "$ROOT"
-  if ! ctr --address "$SOCK" version >/dev/null 2>&1; then
+  if ! "$CTR" --address "$SOCK" version >/dev/null 2>&1; then
     mkdir -p "$ROOT/cni" "$ROOT/bin"
     cat > "$ROOT/cni/10-eci-test.conflist" <<JSON
 {
@@ -40,6 +42,29 @@ start() {
   ]
 }
 JSON
+    if [ "$CONTAINERD_MAJOR" -ge 2 ]; then
+      # 2.x: the CRI plugin is split; the runtimes live in io.containerd.cri.v1.runtime.
+      cat > "$ROOT/config.toml" <<TOML
+version = 3
+root = "$ROOT/root"
+state = "$ROOT/state"
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = "$PAUSE"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["$CNI_BIN"]
+    conf_dir = "$ROOT/cni"
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "eci"
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.eci]
+    runtime_type = "io.containerd.eci.v2"
+TOML
+    else
     cat > "$ROOT/config.toml" <<TOML
 version = 2
 root = "$ROOT/root"
@@ -61,13 +86,14 @@ state = "$ROOT/state"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.eci]
     runtime_type = "io.containerd.eci.v2"
 TOML
+    fi
     # As in testenv.sh: the shims on PATH, no runc.
     ln -sf "$BIN/containerd-shim-eci-v2" "$ROOT/bin/containerd-shim-eci-v2"
-    ln -sf "$(command -v ctr)" "$ROOT/bin/ctr"
-    nohup env PATH="$ROOT/bin" ${ECI_HELPER_LOG:+ECI_HELPER_LOG=$ECI_HELPER_LOG} "$(command -v containerd)" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
+    ln -sf "$CTR" "$ROOT/bin/ctr"
+    nohup env PATH="$ROOT/bin" ${ECI_HELPER_LOG:+ECI_HELPER_LOG=$ECI_HELPER_LOG} "$CONTAINERD" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
     echo $! > "$ROOT/containerd.pid"
-    for _ in $(seq 100); do ctr --address "$SOCK" version >/dev/null 2>&1 && break; sleep 0.1; done
-    ctr --address "$SOCK" version >/dev/null || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }
+    for _ in $(seq 100); do "$CTR" --address "$SOCK" version >/dev/null 2>&1 && break; sleep 0.1; done
+    "$CTR" --address "$SOCK" version >/dev/null || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }
   fi
   ctr_ images ls -q | grep -qx "$PAUSE" || import_images
   echo "export ECI_CRI_SOCKET=$SOCK ECI_CRI_IMAGE=$IMAGE"

@@ -4,6 +4,7 @@
 # The busybox image comes from scripts/testenv.sh's OCI layout, loaded with `docker import`.
 #   scripts/dockerenv.sh start   # prints the environment to source
 #   scripts/dockerenv.sh stop
+# The containerd is the one ECI_CONTAINERD_BIN_DIR names, as for testenv.sh.
 set -euo pipefail
 ROOT=${ECI_DOCKER_ROOT:-/tmp/eci-docker}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,21 +13,22 @@ SOCK=$ROOT/containerd.sock
 HOST=unix://$ROOT/docker.sock
 IMAGE=eci.test/busybox:latest
 DOCKER=$(command -v /usr/bin/docker docker | head -1)
+. "$REPO/scripts/containerd-bin.sh"
 
 wait_for() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; "$@" >/dev/null; }
 
 start() {
   command -v dockerd >/dev/null || { echo "dockerd not found (apt-get install docker.io)" >&2; exit 1; }
   eval "$("$REPO/scripts/testenv.sh" start)"
-  if ! ctr --address "$SOCK" version >/dev/null 2>&1; then
+  if ! "$CTR" --address "$SOCK" version >/dev/null 2>&1; then
     # This containerd's PATH is ours alone: links from another checkout's shim do not belong.
     rm -rf "$ROOT/bin"
     mkdir -p "$ROOT/bin"
     cat > "$ROOT/containerd.toml" <<TOML
-version = 2
+version = $CONFIG_VERSION
 root = "$ROOT/containerd/root"
 state = "$ROOT/containerd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [$CRI_PLUGINS]
 [grpc]
   address = "$SOCK"
 [ttrpc]
@@ -34,11 +36,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 TOML
     # dockerd always asks for io.containerd.runc.v2: enforcement makes that name ECI.
     "$BIN/containerd-shim-eci-v2" enforce install --bin-dir "$ROOT/bin" >/dev/null
-    ln -sf "$(command -v ctr)" "$ROOT/bin/ctr"
-    nohup env PATH="$ROOT/bin" "$(command -v containerd)" --config "$ROOT/containerd.toml" \
+    ln -sf "$CTR" "$ROOT/bin/ctr"
+    nohup env PATH="$ROOT/bin" "$CONTAINERD" --config "$ROOT/containerd.toml" \
       > "$ROOT/containerd.log" 2>&1 &
     echo $! > "$ROOT/containerd.pid"
-    wait_for ctr --address "$SOCK" version || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }
+    wait_for "$CTR" --address "$SOCK" version || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }
   fi
   if ! "$DOCKER" -H "$HOST" version >/dev/null 2>&1; then
     nohup dockerd --containerd "$SOCK" --data-root "$ROOT/docker" --exec-root "$ROOT/exec" \

@@ -15,3 +15,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
+# The test matrix's containerd 2.4 and 2.2 (with their ctr and runc shim), runc 1.5 and the CRI
+# tools, built from Go modules (pinned, cached in the Go build cache) into /opt/eci-tools.
+if command -v go >/dev/null; then
+  bash "$(dirname "$0")/install-go-tools.sh"
+else
+  echo "go not found: the containerd 2.x part of the test matrix is skipped" >&2
+fi

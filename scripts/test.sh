@@ -1,28 +1,64 @@
 #!/usr/bin/env bash
-# Run every test: unit tests and integration tests against a private containerd.
-# Needs root (containers, mounts, user namespaces). Usage: sudo scripts/test.sh
+# Run every test: unit tests once, then the integration tests against private containerds of
+# each version in the matrix. Needs root (containers, mounts, user namespaces).
+#   sudo scripts/test.sh
+# ECI_MATRIX lists "containerd-bin-dir:scope" entries; scope "all" is the whole integration
+# suite (with dockerd and CRI), "core" the tests of create/exec/kill/delete/events, policy,
+# supervision and emulation through ctr (tests/tests/{foundation,bad_input,isolation,
+# supervisor,emulation,containerd2}.rs). Default: the whole suite on containerd 2.4 and
+# Debian's 1.6, the core on 2.2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TOOLS=${ECI_TOOLS:-/opt/eci-tools}
+MATRIX=${ECI_MATRIX:-"$TOOLS/containerd-2.4.2:all system:all $TOOLS/containerd-2.2.9:core"}
+CORE_TESTS=(foundation bad_input isolation supervisor emulation containerd2)
 scripts/install-deps.sh
-cargo build --release --workspace
-# A fresh containerd: it caches the binary a runtime name resolves to (the enforcement test
-# needs io.containerd.runc.v2 unresolved).
-scripts/crienv.sh stop
-scripts/dockerenv.sh stop
-scripts/testenv.sh stop
-# Assigned first, so that a failing start stops the run (an eval of nothing would not).
-testenv=$(scripts/testenv.sh start)
-eval "$testenv"
-dockerenv=$(scripts/dockerenv.sh start)
-eval "$dockerenv"
-crienv=$(scripts/crienv.sh start)
-eval "$crienv"
-trap 'scripts/crienv.sh stop; scripts/dockerenv.sh stop; scripts/testenv.sh stop' EXIT
+cargo build --release --workspace --all-targets
+
+stop_all() { scripts/crienv.sh stop; scripts/dockerenv.sh stop; scripts/testenv.sh stop; }
+
 log=$(mktemp)
 status=0
-cargo test --release --workspace --no-fail-fast -- --test-threads 4 2>&1 | tee "$log" || status=$?
+# Unit tests (every crate but the integration tests).
+cargo test --release --workspace --exclude eci-tests -- --test-threads 4 2>&1 | tee -a "$log" || status=$?
+
+for entry in $MATRIX; do
+  dir=${entry%:*} scope=${entry##*:}
+  if [ "$dir" = system ]; then
+    unset ECI_CONTAINERD_BIN_DIR
+    tag=system
+  else
+    [ -x "$dir/containerd" ] || { echo "containerd not found in $dir (scripts/install-go-tools.sh)" >&2; status=1; continue; }
+    export ECI_CONTAINERD_BIN_DIR=$dir
+    tag=$(basename "$dir")
+  fi
+  # A fresh containerd per version, in roots of its own: it caches the binary a runtime name
+  # resolves to (the enforcement test needs io.containerd.runc.v2 unresolved).
+  export ECI_TEST_ROOT=/tmp/eci-test-$tag ECI_DOCKER_ROOT=/tmp/eci-docker-$tag ECI_CRI_ROOT=/tmp/eci-cri-$tag
+  stop_all
+  start=$SECONDS
+  echo "=== integration tests ($scope) on $tag ===" | tee -a "$log"
+  # Assigned first, so that a failing start stops the run (an eval of nothing would not).
+  testenv=$(scripts/testenv.sh start)
+  eval "$testenv"
+  if [ "$scope" = all ]; then
+    dockerenv=$(scripts/dockerenv.sh start)
+    eval "$dockerenv"
+    crienv=$(scripts/crienv.sh start)
+    eval "$crienv"
+    cargo test --release -p eci-tests --no-fail-fast -- --test-threads 4 2>&1 | tee -a "$log" || status=$?
+  else
+    args=()
+    for t in "${CORE_TESTS[@]}"; do args+=(--test "$t"); done
+    cargo test --release -p eci-tests --no-fail-fast "${args[@]}" -- --test-threads 4 2>&1 | tee -a "$log" || status=$?
+  fi
+  stop_all
+  unset ECI_CONTAINERD ECI_TEST_IMAGE ECI_CTR ECI_DOCKER_HOST ECI_DOCKER_CLI ECI_DOCKER_CONTAINERD ECI_DOCKER_IMAGE ECI_CRI_SOCKET ECI_CRI_IMAGE
+  echo "=== $tag ($scope) took $((SECONDS - start)) s ===" | tee -a "$log"
+done
 # One closing line for the whole run (cargo's last line is the doc-tests' "0 passed").
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     /^=== .* took / { print }
      END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
 

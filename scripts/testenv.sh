@@ -2,14 +2,17 @@
 # A private containerd with the ECI shim registered, and a locally built busybox image.
 #   scripts/testenv.sh start   # prints the environment to source
 #   scripts/testenv.sh stop
+# ECI_CONTAINERD_BIN_DIR names the containerd to run (default: Debian's 1.6 on PATH), e.g.
+#   ECI_CONTAINERD_BIN_DIR=/opt/eci-tools/containerd-2.4.2 ECI_TEST_ROOT=/tmp/eci-2.4 scripts/testenv.sh start
 set -euo pipefail
 ROOT=${ECI_TEST_ROOT:-/tmp/eci-test}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${ECI_BIN_DIR:-$REPO/target/release}
 SOCK=$ROOT/containerd.sock
 IMAGE=${ECI_TEST_IMAGE:-eci.test/busybox:latest}
+. "$REPO/scripts/containerd-bin.sh"
 
-ctr_() { ctr --address "$SOCK" "$@"; }
+ctr_() { "$CTR" --address "$SOCK" "$@"; }
 
 build_image() {
   local work=$ROOT/image
@@ -37,14 +40,26 @@ build_image() {
 
 start() {
   mkdir -p "$ROOT"
+  # One root, one containerd version. A containerd already serving the socket is reused when
+  # it is the version asked for, and never stopped otherwise (it may be another session's).
   if [ -S "$SOCK" ] && ctr_ version >/dev/null 2>&1; then
-    :
+    local serving
+    serving=$(ctr_ version | awk '/^Server:/ { s = 1 } s && $1 == "Version:" { sub(/^v/, "", $2); print $2; exit }')
+    if [ "$serving" != "$CONTAINERD_VERSION" ]; then
+      echo "containerd $serving already serves $SOCK, not $CONTAINERD_VERSION: stop it (scripts/testenv.sh stop) or choose another ECI_TEST_ROOT" >&2
+      exit 1
+    fi
   else
+    # An older containerd may not read a newer one's metadata: a root changes hands clean.
+    if [ -f "$ROOT/containerd.version" ] && [ "$(cat "$ROOT/containerd.version")" != "$CONTAINERD_VERSION" ]; then
+      rm -rf "$ROOT/root" "$ROOT/state"
+    fi
+    echo "$CONTAINERD_VERSION" > "$ROOT/containerd.version"
     cat > "$ROOT/config.toml" <<TOML
-version = 2
+version = $CONFIG_VERSION
 root = "$ROOT/root"
 state = "$ROOT/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [$CRI_PLUGINS]
 [grpc]
   address = "$SOCK"
 [ttrpc]
@@ -56,26 +71,27 @@ TOML
     # (Debian links runc into /usr/bin; the runc shim for benchmarks gets --runc-binary).
     mkdir -p "$ROOT/bin"
     ln -sf "$BIN/containerd-shim-eci-v2" "$ROOT/bin/containerd-shim-eci-v2"
-    ln -sf "$(command -v containerd-shim-runc-v2)" "$ROOT/bin/containerd-shim-runc-v2"
+    ln -sf "$RUNC_SHIM" "$ROOT/bin/containerd-shim-runc-v2"
     # No ctr here: the shim asks containerd over its gRPC API which image a container runs.
     rm -f "$ROOT/bin/ctr"
     # $ROOT/enforce comes first and is empty: the enforcement test installs its link there.
     mkdir -p "$ROOT/enforce"
     rm -f "$ROOT/enforce/"*
-    nohup env PATH="$ROOT/enforce:$ROOT/bin" "$(command -v containerd)" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
+    nohup env PATH="$ROOT/enforce:$ROOT/bin" "$CONTAINERD" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
     echo $! > "$ROOT/containerd.pid"
     for _ in $(seq 100); do ctr_ version >/dev/null 2>&1 && break; sleep 0.1; done
     ctr_ version >/dev/null || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }
     ctr_ version >/dev/null
   fi
   ctr_ images ls -q | grep -qx "$IMAGE" || build_image
-  echo "export ECI_CONTAINERD=$SOCK ECI_TEST_IMAGE=$IMAGE ECI_TEST_ROOT=$ROOT"
+  echo "export ECI_CONTAINERD=$SOCK ECI_TEST_IMAGE=$IMAGE ECI_TEST_ROOT=$ROOT ECI_CTR=$CTR ECI_CONTAINERD_VERSION=$CONTAINERD_VERSION"
 }
 
 stop() {
   if [ -f "$ROOT/containerd.pid" ]; then
     kill "$(cat "$ROOT/containerd.pid")" 2>/dev/null || true
     sleep 1
+    rm -f "$ROOT/containerd.pid"
   fi
 }
 

@@ -66,7 +66,7 @@ pub fn policy_from_options(options: &Any) -> ttrpc::Result<PathBuf> {
 }
 
 /// The first length-delimited field `field` of a protobuf message, as a string.
-fn protobuf_string_field(mut buf: &[u8], field: u64) -> Option<String> {
+pub(crate) fn protobuf_string_field(mut buf: &[u8], field: u64) -> Option<String> {
     fn varint(buf: &mut &[u8]) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {

@@ -11,6 +11,8 @@ pub const RUNTIME: &str = "io.containerd.eci.v2";
 pub struct Env {
     pub address: String,
     pub image: String,
+    /// The `ctr` of the containerd under test (its flags and output differ between 1.6 and 2.x).
+    pub ctr: String,
 }
 
 pub fn repo() -> PathBuf {
@@ -53,12 +55,16 @@ fn started_env(script: &str, keys: &[&str]) -> Vec<String> {
 pub fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let [address, image] = <[String; 2]>::try_from(started_env(
+        let [address, image, ctr] = <[String; 3]>::try_from(started_env(
             "testenv.sh",
-            &["ECI_CONTAINERD", "ECI_TEST_IMAGE"],
+            &["ECI_CONTAINERD", "ECI_TEST_IMAGE", "ECI_CTR"],
         ))
-        .expect("two values");
-        Env { address, image }
+        .expect("three values");
+        Env {
+            address,
+            image,
+            ctr,
+        }
     })
 }
 
@@ -152,7 +158,7 @@ impl From<Output> for Run {
 }
 
 pub fn ctr(args: &[&str]) -> Run {
-    Command::new("ctr")
+    Command::new(&env().ctr)
         .arg("--address")
         .arg(&env().address)
         .args(args)
@@ -160,6 +166,22 @@ pub fn ctr(args: &[&str]) -> Run {
         .output()
         .expect("run ctr")
         .into()
+}
+
+/// The (major, minor) version of the containerd under test, as `ctr version` shows the server.
+pub fn containerd_version() -> (u32, u32) {
+    let out = ctr(&["version"]).stdout;
+    let server = out.split("Server:").nth(1).unwrap_or_default();
+    let version = server
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Version:"))
+        .unwrap_or_default();
+    let mut parts = version
+        .trim()
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 /// `ctr run --rm --runtime eci IMAGE id cmd…`

@@ -51,7 +51,7 @@ fn missing_rootfs_is_a_clear_error() {
     let id = name("norootfs");
     let bundle = std::env::temp_dir().join(&id);
     std::fs::create_dir_all(&bundle).unwrap();
-    let spec = Command::new("ctr")
+    let spec = Command::new(&env().ctr)
         .args(["oci", "spec"])
         .output()
         .unwrap()

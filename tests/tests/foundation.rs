@@ -134,7 +134,7 @@ fn detached_exec_pids_pause_metrics_kill_delete() {
 fn signals_reach_the_process_and_its_exit_code_comes_back() {
     let id = name("signal");
     let e = env();
-    let mut child = Command::new("ctr")
+    let mut child = Command::new(&env().ctr)
         .args([
             "--address",
             &e.address,
@@ -315,7 +315,7 @@ fn no_runc_is_needed() {
 fn task_events_reach_containerd_including_oom() {
     let e = env();
     let log = std::env::temp_dir().join(name("events"));
-    let mut events = Command::new("ctr")
+    let mut events = Command::new(&env().ctr)
         .args(["--address", &e.address, "events"])
         .stdout(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -367,7 +367,7 @@ fn task_events_reach_containerd_including_oom() {
 #[test]
 fn a_tasks_start_event_always_comes_before_its_exit() {
     let e = env();
-    let mut events = Command::new("ctr")
+    let mut events = Command::new(&env().ctr)
         .args(["--address", &e.address, "events"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
