@@ -93,6 +93,10 @@ fn mount_overlay(
     for opt in &m.options {
         if let Some(l) = opt.strip_prefix("lowerdir=") {
             lowers.extend(l.split(':').map(PathBuf::from));
+        } else if opt.starts_with("uidmap=") || opt.starts_with("gidmap=") {
+            // containerd 2's ID-mapped layers for a pod with hostUsers: false (its mount code
+            // maps them itself); the layers are mapped below, with the container's block.
+            continue;
         } else {
             if let Some(dir) = opt
                 .strip_prefix("upperdir=")
