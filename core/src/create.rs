@@ -9,7 +9,7 @@ use crate::layout::Layout;
 use crate::lease::{LeaseDir, LeaseRecord, ProcessRef};
 use crate::resolve::{file_id, is_device, is_dir, open_path, resolve_existing};
 use crate::rootfs::{mount_rootfs, unmount_all, RootfsMount};
-use eci_policy::{harden, HostFacts, IdBlock, Policy, Refusal, Rule};
+use eci_policy::{harden, HostFacts, IdBlock, KubeletRange, Policy, Refusal, Rule};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::oci_spec::runtime::{LinuxNamespaceType as Ns, Spec};
 use libcontainer::syscall::syscall::SyscallType;
@@ -152,13 +152,24 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         init: None,
         user_ns: None,
     };
-    let mut block = leases
-        .acquire(&policy.id_pool, &record)
-        .map_err(|e| match e {
-            // A refusal like the policy's: said to the user and written to the audit log.
-            crate::lease::LeaseError::Exhausted(r) => refuse(req, &policy, r),
-            e => e.into(),
-        })?;
+    // A pod's own user namespace (Kubernetes' hostUsers: false) is honoured when its block is
+    // safe and refused otherwise; a container that asks for none gets a block from the pool.
+    let kubelet = kubelet_range().unwrap_or_else(|e| {
+        log::warn!("{e}; judging pod user namespaces against the kubelet's default range");
+        KubeletRange::default()
+    });
+    let requested = eci_policy::requested_block(&spec, &kubelet, &policy.id_pool)
+        .map_err(|r| refuse(req, &policy, r))?;
+    let mut block = match requested {
+        Some(block) => leases.acquire_exact(block, &record).map(|()| block)?,
+        None => leases
+            .acquire(&policy.id_pool, &record)
+            .map_err(|e| match e {
+                // A refusal like the policy's: said to the user and written to the audit log.
+                crate::lease::LeaseError::Exhausted(r) => refuse(req, &policy, r),
+                e => e.into(),
+            })?,
+    };
     undo.lease = Some(block);
 
     let (facts, mut source_fds) = gather_facts(req, &spec, &policy);
@@ -225,6 +236,19 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         set_network_sysctls(&mut spec, block)?;
     }
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    // containerd asks for ID-mapped volumes in a pod with hostUsers: false; the helper maps
+    // every bind source itself, with the container's block, below.
+    for m in mounts.iter_mut() {
+        m.set_uid_mappings(None).set_gid_mappings(None);
+        if let Some(options) = m.options().clone() {
+            m.set_options(Some(
+                options
+                    .into_iter()
+                    .filter(|o| o != "idmap" && o != "ridmap")
+                    .collect(),
+            ));
+        }
+    }
     if pod_network {
         let at = staging.join("sysfs");
         stage_sysfs(&mut mounts, &at)?;
@@ -384,9 +408,20 @@ fn enter_host_owned_netns(spec: &mut Spec) -> Result<bool, CreateError> {
             "join a pod's or another container's network namespace, not the host's",
         )));
     }
-    if !owned_by_our_user_ns(&netns)
-        .map_err(io(format!("owner of network namespace {}", path.display())))?
-    {
+    // The user namespace the container joins, if any, can join the network namespaces it owns
+    // itself. Any other one — the host's, or the one containerd makes for a pod with
+    // `hostUsers: false` (created in a user namespace with the pod's mapping) — only host root
+    // can enter.
+    let joined_user_ns = namespaces
+        .iter()
+        .find(|n| n.typ() == Ns::User)
+        .and_then(|n| n.path().clone())
+        .map(|p| file_id(&p).map(|id| id.ino))
+        .transpose()
+        .map_err(io("identify the user namespace to join"))?;
+    let owner = owner_inode(&netns)
+        .map_err(io(format!("owner of network namespace {}", path.display())))?;
+    if joined_user_ns == Some(owner) {
         return Ok(false);
     }
     nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
@@ -438,9 +473,8 @@ fn set_network_sysctls(spec: &mut Spec, block: IdBlock) -> Result<(), CreateErro
 /// NS_GET_USERNS, _IO(0xb7, 0x1): the user namespace owning a namespace.
 const NS_GET_USERNS: libc::c_ulong = 0xb701;
 
-/// Whether namespace `ns` is owned by this process's user namespace (the host's, in the
-/// helper): one that host root joins, and a process already in a container's cannot.
-pub(crate) fn owned_by_our_user_ns(ns: &File) -> std::io::Result<bool> {
+/// The inode of the user namespace owning namespace `ns`.
+pub(crate) fn owner_inode(ns: &File) -> std::io::Result<u64> {
     // SAFETY: NS_GET_USERNS takes no argument and returns a new fd (or -1).
     let owner = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
     if owner < 0 {
@@ -448,8 +482,7 @@ pub(crate) fn owned_by_our_user_ns(ns: &File) -> std::io::Result<bool> {
     }
     // SAFETY: a fresh fd from the ioctl, owned from here.
     let owner = unsafe { OwnedFd::from_raw_fd(owner) };
-    let owner = nix::sys::stat::fstat(owner.as_raw_fd())?.st_ino;
-    Ok(file_id(Path::new("/proc/self/ns/user"))?.ino == owner)
+    Ok(nix::sys::stat::fstat(owner.as_raw_fd())?.st_ino)
 }
 
 /// In a network namespace the container's root does not own, the kernel refuses it a sysfs (a
@@ -579,6 +612,40 @@ fn read_spec(bundle: &Path) -> Result<Spec, CreateError> {
     };
     let text = fs::read(&path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// The host IDs the kubelet hands out to pods with `hostUsers: false`, read as the kubelet
+/// reads them (a `kubelet` user and its /etc/subuid entry, else 65536 up).
+pub fn kubelet_range() -> Result<KubeletRange, String> {
+    let passwd = fs::read_to_string("/etc/passwd").ok();
+    let subuid = fs::read_to_string("/etc/subuid").ok();
+    KubeletRange::from_files(passwd.as_deref(), subuid.as_deref())
+}
+
+/// Whether the kubelet's user-namespace range and ECI's pool (from the policy at
+/// `policy_path`) are kept apart, worded for `enforce status`.
+pub fn userns_pools_report(policy_path: &Path) -> (bool, String) {
+    let policy = match load_policy(policy_path) {
+        Ok(p) => p,
+        Err(r) => return (false, r.to_string()),
+    };
+    let pool = &policy.id_pool;
+    match kubelet_range() {
+        Err(e) => (false, format!("kubelet user namespaces: {e}")),
+        Ok(k) => match k.conflict(pool) {
+            Some(why) => (false, format!("kubelet user namespaces: {why}")),
+            None => (
+                true,
+                format!(
+                    "kubelet user namespaces: the kubelet's range {}..{} and ECI's pool {}..{} are apart; pods with hostUsers: false keep the kubelet's block",
+                    k.first,
+                    k.end(),
+                    pool.first,
+                    pool.end()
+                ),
+            ),
+        },
+    }
 }
 
 fn load_policy(path: &Path) -> Result<Policy, Refusal> {

@@ -111,11 +111,18 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             namespaces.push((f, *flag));
         }
     }
-    // A namespace the host owns (a CRI pod's network namespace) is joined before the user
-    // namespace, while the process still holds the host's capabilities.
+    // A namespace the container's user namespace does not own (a CRI pod's network namespace,
+    // which the host or, for a pod with hostUsers: false, containerd's own user namespace owns)
+    // is joined before the user namespace, while the process still holds the host's
+    // capabilities.
+    let container_user_ns = namespaces
+        .iter()
+        .find(|(_, flag)| *flag == CloneFlags::CLONE_NEWUSER)
+        .and_then(|(f, _)| nix::sys::stat::fstat(f.as_raw_fd()).ok())
+        .map(|st| st.st_ino);
     let host_owned = |(f, flag): &(File, CloneFlags)| {
         *flag != CloneFlags::CLONE_NEWUSER
-            && crate::create::owned_by_our_user_ns(f).unwrap_or(false)
+            && crate::create::owner_inode(f).is_ok_and(|o| Some(o) != container_user_ns)
     };
     namespaces.sort_by_key(|ns| !host_owned(ns));
     let stdio = match &req.stdio.console_socket {
@@ -397,6 +404,11 @@ fn become_process(target: Target) -> String {
         .map_err(|e| format!("setuid {}: {e}", user.uid()))?;
         if let Some(caps) = process.capabilities() {
             let syscall = libcontainer::syscall::syscall::create_syscall();
+            // Changing to a uid other than 0 cleared the effective set (KEEPCAPS keeps only the
+            // permitted one), and shrinking the bounding set takes CAP_SETPCAP in it: raise it
+            // again from what is permitted, as libcontainer's own init does.
+            libcontainer::capabilities::reset_effective(&*syscall)
+                .map_err(|e| format!("capabilities: {e}"))?;
             libcontainer::capabilities::drop_privileges(caps, &*syscall)
                 .map_err(|e| format!("capabilities: {e}"))?;
         }

@@ -100,7 +100,10 @@ pub(crate) fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
 /// them by remount, `mount_setattr` or an `open_tree` clone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LockedFlags {
+    /// Read-only on the mount itself; its submounts too only with `recursive_read_only`
+    /// (OCI `rro`), as runc does: `ro` on an `rbind` leaves a writable tmpfs below it writable.
     pub read_only: bool,
+    pub recursive_read_only: bool,
     pub nosuid: bool,
     pub nodev: bool,
     pub noexec: bool,
@@ -113,6 +116,10 @@ impl LockedFlags {
         for o in options {
             match o.as_str() {
                 "ro" => f.read_only = true,
+                "rro" => {
+                    f.read_only = true;
+                    f.recursive_read_only = true;
+                }
                 "nosuid" => f.nosuid = true,
                 "nodev" => f.nodev = true,
                 "noexec" => f.noexec = true,
@@ -122,9 +129,10 @@ impl LockedFlags {
         f
     }
 
+    /// What every mount of the tree gets.
     fn attr(self) -> u64 {
         [
-            (self.read_only, MOUNT_ATTR_RDONLY),
+            (self.recursive_read_only, MOUNT_ATTR_RDONLY),
             (self.nosuid, MOUNT_ATTR_NOSUID),
             (self.nodev, MOUNT_ATTR_NODEV),
             (self.noexec, MOUNT_ATTR_NOEXEC),
@@ -194,6 +202,25 @@ fn clone_mapped(
             std::mem::size_of::<MountAttr>(),
         )
     })?;
+    if flags.read_only && !flags.recursive_read_only {
+        let top = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: as above, on the tree's top mount only.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_EMPTY_PATH as libc::c_uint,
+                &top as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        })?;
+    }
     Ok(tree)
 }
 

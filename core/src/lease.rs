@@ -3,7 +3,7 @@
 //! created with O_EXCL. A lease outlives a killed shim and is reclaimed once neither its shim
 //! nor its container's init is alive (each checked by pid and start time, against pid reuse).
 
-use eci_policy::{IdBlock, IdPool};
+use eci_policy::{IdBlock, IdPool, BLOCK_SIZE};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
@@ -16,6 +16,8 @@ pub const DEFAULT_LEASE_DIR: &str = "/run/containerd-shim-eci/leases";
 pub enum LeaseError {
     #[error("{}", .0)]
     Exhausted(eci_policy::Refusal),
+    #[error("eci: the pod's ID block {first}..{end} is already leased to container {holder} (rule user-namespace; every pod with hostUsers: false needs a block of its own: let the kubelet pick it)", end = *first as u64 + 65536)]
+    BlockTaken { first: u32, holder: String },
     #[error("ID lease directory {0}: {1}")]
     Io(PathBuf, io::Error),
 }
@@ -159,6 +161,50 @@ impl LeaseDir {
             ),
             "delete containers that are no longer needed (a stopped container keeps its block until it is deleted), or raise id_pool.blocks in the ECI policy",
         )
+    }
+
+    /// Lease exactly `block`, a block outside the pool that a pod asked for (the kubelet's), so
+    /// that no two ECI containers ever share it. A stale lease of it is reclaimed; a live one,
+    /// or a live lease of any block overlapping it, refuses.
+    pub fn acquire_exact(&self, block: IdBlock, record: &LeaseRecord) -> Result<(), LeaseError> {
+        fs::create_dir_all(&self.dir).map_err(|e| self.err(e))?;
+        let body = serde_json::to_vec(record).expect("lease record serializes");
+        let taken = |first: u32| {
+            let holder = self
+                .read(IdBlock { first })
+                .map(|r| format!("{}/{}", r.namespace, r.container))
+                .unwrap_or_else(|| "(unknown)".into());
+            LeaseError::BlockTaken {
+                first: block.first,
+                holder,
+            }
+        };
+        let lo = block.first as u64;
+        for entry in fs::read_dir(&self.dir).map_err(|e| self.err(e))?.flatten() {
+            let Some(first) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let f = first as u64;
+            let overlaps = f != lo && f < lo + BLOCK_SIZE as u64 && lo < f + BLOCK_SIZE as u64;
+            if overlaps && !self.reclaim_if_stale(IdBlock { first }) {
+                return Err(taken(first));
+            }
+        }
+        match self.create(block, &body) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if self.reclaim_if_stale(block) && self.create(block, &body).is_ok() {
+                    Ok(())
+                } else {
+                    Err(taken(block.first))
+                }
+            }
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     fn create(&self, block: IdBlock, body: &[u8]) -> io::Result<()> {
@@ -332,5 +378,41 @@ mod tests {
         let me = ProcessRef::of(std::process::id() as i32);
         assert_eq!(d.acquire(&pool, &record("new", me)).unwrap().first, 100_000);
         assert_eq!(d.read(IdBlock { first: 100_000 }).unwrap().container, "new");
+    }
+
+    #[test]
+    fn a_pods_own_block_is_leased_exclusively() {
+        let d = dir("exact");
+        let me = ProcessRef::of(std::process::id() as i32);
+        let block = IdBlock { first: 1 << 31 };
+        d.acquire_exact(block, &record("pod-a", me)).unwrap();
+        let e = d.acquire_exact(block, &record("pod-b", me)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("already leased to container default/pod-a"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("rule user-namespace"), "{e}");
+        // A live block overlapping it by one ID is as taken.
+        let e = d
+            .acquire_exact(
+                IdBlock {
+                    first: (1 << 31) + 65535,
+                },
+                &record("pod-c", me),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("pod-a"), "{e}");
+        assert_eq!(d.find("default", "pod-a"), Some(block));
+        // Once its holder is gone, the block is reclaimed for the next pod.
+        let dead = ProcessRef {
+            pid: std::process::id() as i32,
+            start_time: 1,
+        };
+        d.update(block, &record("pod-a", Some(dead))).unwrap();
+        d.acquire_exact(block, &record("pod-b", me)).unwrap();
+        assert_eq!(d.read(block).unwrap().container, "pod-b");
+        d.release(block).unwrap();
+        assert_eq!(d.find("default", "pod-b"), None);
     }
 }

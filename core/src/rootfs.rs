@@ -185,6 +185,10 @@ impl OverlayLayers {
                 upper = Some(PathBuf::from(u));
             } else if let Some(w) = opt.strip_prefix("workdir=") {
                 work = Some(PathBuf::from(w));
+            } else if opt.starts_with("uidmap=") || opt.starts_with("gidmap=") {
+                // containerd 2's ID-mapped layers for a pod with hostUsers: false (its mount
+                // code maps them itself): every layer here is mapped with the container's block.
+                continue;
             } else {
                 layers.options.push(opt.clone());
             }

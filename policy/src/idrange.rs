@@ -83,6 +83,96 @@ impl IdPool {
     }
 }
 
+impl IdPool {
+    /// One past the pool's last host ID.
+    pub fn end(&self) -> u64 {
+        self.first as u64 + self.blocks as u64 * BLOCK_SIZE as u64
+    }
+
+    /// Whether `[first, first + len)` shares a host ID with the pool.
+    pub fn overlaps(&self, first: u64, len: u64) -> bool {
+        first < self.end() && (self.first as u64) < first + len
+    }
+}
+
+/// The host IDs the kubelet hands out to pods with `hostUsers: false`, one block of 65536 per
+/// pod. The kubelet asks `getsubids kubelet` when a user named `kubelet` exists (the first
+/// `/etc/subuid` entry of that user, by name or uid); without one it uses 65536 up to 2^32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KubeletRange {
+    pub first: u64,
+    pub len: u64,
+    /// Whether the range comes from an `/etc/subuid` entry (else the kubelet's default).
+    pub configured: bool,
+}
+
+impl Default for KubeletRange {
+    fn default() -> Self {
+        KubeletRange {
+            first: BLOCK_SIZE as u64,
+            len: (1u64 << 32) - BLOCK_SIZE as u64,
+            configured: false,
+        }
+    }
+}
+
+impl KubeletRange {
+    pub fn end(&self) -> u64 {
+        self.first + self.len
+    }
+
+    /// The kubelet's range from the text of `/etc/passwd` and `/etc/subuid`, as the kubelet
+    /// reads them. A `kubelet` user without a subordinate range is an error: the kubelet then
+    /// refuses every pod with `hostUsers: false` itself.
+    pub fn from_files(passwd: Option<&str>, subuid: Option<&str>) -> Result<KubeletRange, String> {
+        let uid = passwd.and_then(|p| {
+            p.lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[0] == "kubelet")
+                .map(|f| f[2].to_string())
+        });
+        let Some(uid) = uid else {
+            return Ok(KubeletRange::default());
+        };
+        for line in subuid.unwrap_or("").lines() {
+            let f: Vec<&str> = line.trim().split(':').collect();
+            if f.len() == 3 && (f[0] == "kubelet" || f[0] == uid) {
+                let (Ok(first), Ok(len)) = (f[1].parse::<u64>(), f[2].parse::<u64>()) else {
+                    return Err(format!("/etc/subuid: bad entry {line:?}"));
+                };
+                if first % BLOCK_SIZE as u64 != 0 || len % BLOCK_SIZE as u64 != 0 || len == 0 {
+                    return Err(format!(
+                        "/etc/subuid: the kubelet's entry {line:?} must start at and span a multiple of 65536"
+                    ));
+                }
+                return Ok(KubeletRange {
+                    first,
+                    len,
+                    configured: true,
+                });
+            }
+        }
+        Err("a user `kubelet` exists but /etc/subuid gives it no range".into())
+    }
+
+    /// Why the kubelet's blocks and ECI's pool may meet, with what to change; `None` when they
+    /// are apart. Kept apart, every block the kubelet hands out can be honoured.
+    pub fn conflict(&self, pool: &IdPool) -> Option<String> {
+        pool.overlaps(self.first, self.len).then(|| {
+            let suggest = pool.end().div_ceil(BLOCK_SIZE as u64) * BLOCK_SIZE as u64;
+            format!(
+                "the kubelet's user-namespace range {}..{} ({}) overlaps ECI's ID pool {}..{}: pods with hostUsers: false whose block falls in ECI's pool are refused. Keep them apart: add a user `kubelet` and an /etc/subuid entry `kubelet:{suggest}:{}` (past ECI's pool), or move ECI's pool with [id_pool] first/blocks in the policy",
+                self.first,
+                self.end(),
+                if self.configured { "/etc/subuid" } else { "the kubelet's default, no `kubelet` entry in /etc/subuid" },
+                pool.first,
+                pool.end(),
+                (110u64 * BLOCK_SIZE as u64).min((1u64 << 32) - suggest),
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +242,47 @@ mod tests {
         .is_err());
         assert!(IdBlock { first: 100_000 }.contains(165_535));
         assert!(!IdBlock { first: 100_000 }.contains(165_536));
+    }
+
+    #[test]
+    fn kubelet_range_default_and_from_subuid() {
+        assert_eq!(
+            KubeletRange::from_files(Some("root:x:0:0::/:/bin/sh\n"), None),
+            Ok(KubeletRange::default())
+        );
+        let passwd = "root:x:0:0::/:/bin/sh\nkubelet:x:999:999::/:/bin/false\n";
+        let r = KubeletRange::from_files(
+            Some(passwd),
+            Some("alice:100000:65536\nkubelet:65667072:7208960\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.first, r.len, r.configured),
+            (65_667_072, 7_208_960, true)
+        );
+        // By uid, as getsubids also matches.
+        let r = KubeletRange::from_files(Some(passwd), Some("999:131072:65536\n")).unwrap();
+        assert_eq!(r.first, 131_072);
+        assert!(KubeletRange::from_files(Some(passwd), Some("")).is_err());
+        assert!(KubeletRange::from_files(Some(passwd), Some("kubelet:100000:65536")).is_err());
+    }
+
+    #[test]
+    fn kubelet_default_range_meets_the_default_pool_and_a_subuid_entry_keeps_them_apart() {
+        let pool = IdPool {
+            first: 100_000,
+            blocks: 1000,
+        };
+        let msg = KubeletRange::default().conflict(&pool).unwrap();
+        assert!(msg.contains("kubelet:65667072:"), "{msg}");
+        let apart = KubeletRange {
+            first: 65_667_072,
+            len: 110 * 65_536,
+            configured: true,
+        };
+        assert_eq!(apart.conflict(&pool), None);
+        assert!(KubeletRange::default()
+            .conflict(&IdPool::default())
+            .is_some());
     }
 }

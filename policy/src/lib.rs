@@ -16,7 +16,8 @@ pub mod sysctls;
 pub use devices::SAFE_DEVICES;
 pub use facts::{FileId, HostFacts, ImageRef, ResolvedPath};
 pub use file::{Policy, PolicyError, DEFAULT_POLICY_PATH, DEFAULT_RESTRICTED, ENGINE_SOCKETS};
-pub use idrange::{IdBlock, IdPool, BLOCK_SIZE};
+pub use idrange::{IdBlock, IdPool, KubeletRange, BLOCK_SIZE};
+pub use namespaces::requested_block;
 pub use refusal::{Refusal, Rule};
 
 use oci_spec::runtime::Spec;

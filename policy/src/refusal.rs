@@ -4,6 +4,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     HostNamespace,
+    UserNamespace,
     RestrictedMount,
     Device,
     PolicyFile,
@@ -15,6 +16,7 @@ impl Rule {
     pub fn name(self) -> &'static str {
         match self {
             Rule::HostNamespace => "host-namespace",
+            Rule::UserNamespace => "user-namespace",
             Rule::RestrictedMount => "restricted-mount",
             Rule::Device => "device",
             Rule::PolicyFile => "policy-file",

@@ -23,7 +23,7 @@ pub(crate) const KNOWN_OPTION_TYPES: &[&str] = &[
 /// Read the runtime options the client sent. Only the policy file may be chosen, and only
 /// among the administrator's files; nothing in them can weaken isolation.
 pub fn policy_from_options(options: &Any) -> ttrpc::Result<PathBuf> {
-    let default = PathBuf::from(eci_policy::DEFAULT_POLICY_PATH);
+    let default = default_policy();
     if options.type_url.is_empty() {
         return Ok(default);
     }
@@ -63,6 +63,24 @@ pub fn policy_from_options(options: &Any) -> ttrpc::Result<PathBuf> {
         ));
     }
     Ok(path)
+}
+
+/// The policy when the client names none: `ECI_POLICY` from the shim's environment (which is
+/// containerd's, the administrator's), if it names a file in the policy directory, else
+/// [`eci_policy::DEFAULT_POLICY_PATH`]. For a containerd whose pods use `hostUsers: false`:
+/// containerd 2's CRI sends runc's options to start such a pod's containers, and fails on a
+/// handler configured with `ConfigPath` (runtimeoptions).
+fn default_policy() -> PathBuf {
+    let default = PathBuf::from(eci_policy::DEFAULT_POLICY_PATH);
+    let admin_dir = default.parent().expect("policy dir").to_path_buf();
+    std::env::var_os("ECI_POLICY")
+        .map(PathBuf::from)
+        .filter(|p| {
+            p.is_absolute()
+                && p.starts_with(&admin_dir)
+                && !p.components().any(|c| c == std::path::Component::ParentDir)
+        })
+        .unwrap_or(default)
 }
 
 /// The first length-delimited field `field` of a protobuf message, as a string.

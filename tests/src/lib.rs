@@ -117,6 +117,44 @@ pub fn cri_env() -> &'static CriEnv {
     })
 }
 
+/// containerd 2.x's CRI with handlers `runc` and `eci` (scripts/critest.sh), for crictl.
+pub struct CritestEnv {
+    pub endpoint: String,
+    pub image: String,
+}
+
+pub fn critest_env() -> &'static CritestEnv {
+    static ENV: OnceLock<CritestEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let [endpoint, image] = <[String; 2]>::try_from(started_env(
+            "critest.sh",
+            &["CONTAINER_RUNTIME_ENDPOINT", "ECI_CRITEST_IMAGE"],
+        ))
+        .expect("two values");
+        CritestEnv { endpoint, image }
+    })
+}
+
+/// `crictl args…` against [`critest_env`].
+pub fn crictl(args: &[&str]) -> Run {
+    let e = critest_env();
+    let bin = std::env::var("ECI_CRICTL")
+        .unwrap_or_else(|_| "/opt/eci-tools/cri-tools-1.37.0/crictl".into());
+    Command::new(bin)
+        .args([
+            "--runtime-endpoint",
+            &e.endpoint,
+            "--image-endpoint",
+            &e.endpoint,
+        ])
+        .args(["--timeout", "60s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run crictl")
+        .into()
+}
+
 /// `docker -H HOST args…`
 pub fn docker(args: &[&str]) -> Run {
     let e = docker_env();

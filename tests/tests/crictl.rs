@@ -1,0 +1,377 @@
+//! What a cluster administrator types: crictl against containerd 2.x's CRI with the ECI shim as
+//! runtime handler "eci" (scripts/critest.sh), beside the Rust CRI client tests in cri.rs.
+//! Pods with `hostUsers: false` keep the block the kubelet gave them when it is safe.
+
+use eci_tests::*;
+use std::os::unix::fs::{chown, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every pod's cgroup parent, so that leftovers are found by id.
+const CGROUP_PARENT: &str = "eci-crictl-test";
+
+fn write(dir: &Path, file: &str, json: serde_json::Value) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(file);
+    std::fs::write(&p, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    p
+}
+
+fn pod_json(name: &str, log_dir: &Path, userns: Option<serde_json::Value>) -> serde_json::Value {
+    let mut ns = serde_json::json!({"network": 0, "pid": 1, "ipc": 0});
+    if let Some(u) = userns {
+        ns["userns_options"] = u;
+    }
+    serde_json::json!({
+        "metadata": {"name": name, "namespace": "default", "uid": name, "attempt": 0},
+        "hostname": name,
+        "log_directory": log_dir,
+        "linux": {
+            "cgroup_parent": format!("/{CGROUP_PARENT}"),
+            "security_context": {"namespace_options": ns}
+        }
+    })
+}
+
+fn container_json(command: &[&str], mounts: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"name": "app", "attempt": 0},
+        "image": {"image": critest_env().image},
+        "command": command,
+        "log_path": "app.log",
+        "mounts": mounts,
+    })
+}
+
+fn ok(r: &Run, what: &str) -> String {
+    assert_eq!(r.code, 0, "crictl {what}: {}{}", r.stdout, r.stderr);
+    r.stdout.trim().to_string()
+}
+
+/// Stop and remove the pod, then what it left on the host.
+fn remove_pod(pod: &str, ids: &[&str]) -> Vec<String> {
+    let _ = crictl(&["stopp", pod]);
+    let _ = crictl(&["rmp", "-f", pod]);
+    ids.iter()
+        .flat_map(|id| {
+            wait_until(Duration::from_secs(10), || {
+                leftovers_in("k8s.io", CGROUP_PARENT, id).is_empty()
+            });
+            leftovers_in("k8s.io", CGROUP_PARENT, id)
+        })
+        .collect()
+}
+
+fn host_uid_of(pid: i32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn container_pid(id: &str) -> i32 {
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&crictl(&["inspect", "-o", "json", id]), "inspect")).unwrap();
+    info["info"]["pid"].as_i64().unwrap_or(0) as i32
+}
+
+/// runp, create, start, exec, logs, stats, stopp and rmp on the eci handler: the pod runs in a
+/// user namespace of its own with an ID block from ECI's pool, and leaves nothing behind.
+#[test]
+fn crictl_runs_a_pod_under_eci_from_runp_to_rmp() {
+    let name = name("crictl-pod");
+    let dir = std::env::temp_dir().join(&name);
+    let pod_cfg = write(&dir, "pod.json", pod_json(&name, &dir.join("logs"), None));
+    let ctr_cfg = write(
+        &dir,
+        "ctr.json",
+        container_json(
+            &["sh", "-c", "echo hello from crictl; exec sleep 600"],
+            serde_json::json!([]),
+        ),
+    );
+    let pod = ok(
+        &crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]),
+        "runp",
+    );
+    let created = crictl(&[
+        "create",
+        &pod,
+        ctr_cfg.to_str().unwrap(),
+        pod_cfg.to_str().unwrap(),
+    ]);
+    let ctr = created.stdout.trim().to_string();
+    let started = (created.code == 0).then(|| crictl(&["start", &ctr]));
+    let exec = crictl(&["exec", &ctr, "sh", "-c", "cat /proc/self/uid_map; id -u"]);
+    let logs = wait_until(Duration::from_secs(10), || {
+        crictl(&["logs", &ctr]).stdout.contains("hello from crictl")
+    });
+    let stats = crictl(&["stats", "-o", "json", "--id", &ctr]);
+    let pid = container_pid(&ctr);
+    let host_uid = host_uid_of(pid);
+    let left = remove_pod(&pod, &[&pod, &ctr]);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(created.code, 0, "create: {}", created.stderr);
+    assert_eq!(started.map(|r| r.code), Some(0));
+    assert_eq!(exec.code, 0, "exec: {}", exec.stderr);
+    let (inside, outside, len) = parse_uid_map(exec.stdout.lines().next().unwrap_or("")).unwrap();
+    assert_eq!((inside, len), (0, 65536), "{}", exec.stdout);
+    assert!(outside >= 100_000, "{}", exec.stdout);
+    assert_eq!(exec.stdout.lines().nth(1), Some("0"));
+    assert_eq!(
+        host_uid,
+        Some(outside),
+        "the app runs as its block's first ID on the host"
+    );
+    assert!(logs, "crictl logs never showed the container's output");
+    let stats: serde_json::Value = serde_json::from_str(&stats.stdout).unwrap_or_default();
+    let s = &stats["stats"][0];
+    assert!(
+        s["memory"]["workingSetBytes"]["value"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v > 0),
+        "crictl stats: {stats}"
+    );
+    assert!(s["cpu"]["usageCoreNanoSeconds"].is_object(), "{stats}");
+    assert_eq!(left, Vec::<String>::new());
+}
+
+/// A block of 65536 IDs where the kubelet hands them out (its default range, 65536 up), past
+/// ECI's pool (critest.sh's policy: 1000 blocks from 100000), distinct per test run.
+fn kubelet_block() -> u32 {
+    (1u32 << 31) + (std::process::id() % 4096) * 65536
+}
+
+/// `hostUsers: false`: the pod's sandbox runs in a user namespace with the kubelet's mapping, as
+/// the block's first host ID, under a lease of that block that goes with the pod.
+#[test]
+fn a_host_users_false_sandbox_runs_in_the_kubelets_block() {
+    let name = name("crictl-userns-sandbox");
+    let dir = std::env::temp_dir().join(&name);
+    let block = kubelet_block() + 65536 * 4096;
+    let mapping = serde_json::json!([{"container_id": 0, "host_id": block, "length": 65536}]);
+    let userns = serde_json::json!({"mode": 0, "uids": mapping, "gids": mapping});
+    let pod_cfg = write(
+        &dir,
+        "pod.json",
+        pod_json(&name, &dir.join("logs"), Some(userns)),
+    );
+    let runp = crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]);
+    let pod = runp.stdout.trim().to_string();
+    let info: serde_json::Value =
+        serde_json::from_str(&crictl(&["inspectp", "-o", "json", &pod]).stdout).unwrap_or_default();
+    let pid = info["info"]["pid"].as_i64().unwrap_or(0);
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap_or_default();
+    let host_uid = host_uid_of(pid as i32);
+    let lease = Path::new(BASE).join("leases").join(block.to_string());
+    let leased = std::fs::read_to_string(&lease).unwrap_or_default();
+    let left = if runp.code == 0 {
+        remove_pod(&pod, &[&pod])
+    } else {
+        Vec::new()
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(runp.code, 0, "runp: {}", runp.stderr);
+    assert_eq!(
+        parse_uid_map(&uid_map),
+        Some((0, block, 65536)),
+        "{uid_map}"
+    );
+    assert_eq!(host_uid, Some(block));
+    assert!(leased.contains(&pod), "lease {}: {leased}", lease.display());
+    assert!(!lease.exists(), "the block's lease outlived the pod");
+    assert_eq!(left, Vec::<String>::new());
+}
+
+/// `hostUsers: false`: the pod keeps the kubelet's mapping. Its processes run as the block's
+/// IDs on the host, a volume's files show their owners as the mapping says (host 0 and 1000 are
+/// container 0 and 1000, through an ID-mapped mount), image files keep theirs, and what
+/// container root writes lands on the volume as 0.
+#[test]
+#[ignore = "containerd 2 asks `containerd-shim-eci-v2 -info` for idmap-mount support before it creates such a pod's app containers; un-ignore with the shim's RuntimeInfo"]
+fn a_pod_with_host_users_false_keeps_the_kubelets_mapping() {
+    let name = name("crictl-userns");
+    let dir = std::env::temp_dir().join(&name);
+    let vol = dir.join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("by-root"), "r").unwrap();
+    std::fs::write(vol.join("by-1000"), "u").unwrap();
+    chown(vol.join("by-1000"), Some(1000), Some(1000)).unwrap();
+    let block = kubelet_block();
+    let mapping = serde_json::json!([{"container_id": 0, "host_id": block, "length": 65536}]);
+    let userns = serde_json::json!({"mode": 0, "uids": mapping, "gids": mapping});
+    let pod = pod_json(&name, &dir.join("logs"), Some(userns));
+    let pod_cfg = write(&dir, "pod.json", pod.clone());
+    // The kubelet repeats the pod's namespace options for each of its containers.
+    let mut ctr = container_json(
+        &["sleep", "600"],
+        serde_json::json!([{"container_path": "/vol", "host_path": vol}]),
+    );
+    ctr["linux"] = serde_json::json!({"security_context": {
+        "namespace_options": pod["linux"]["security_context"]["namespace_options"]
+    }});
+    let ctr_cfg = write(&dir, "ctr.json", ctr);
+    let runp = crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]);
+    let pod = runp.stdout.trim().to_string();
+    let created = (runp.code == 0).then(|| {
+        crictl(&[
+            "create",
+            &pod,
+            ctr_cfg.to_str().unwrap(),
+            pod_cfg.to_str().unwrap(),
+        ])
+    });
+    let ctr = created
+        .as_ref()
+        .map(|r| r.stdout.trim().to_string())
+        .unwrap_or_default();
+    let started = created
+        .as_ref()
+        .filter(|r| r.code == 0)
+        .map(|_| crictl(&["start", &ctr]));
+    let exec = crictl(&[
+        "exec",
+        &ctr,
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map /proc/self/gid_map; stat -c '%n %u:%g' /vol/by-root /vol/by-1000 /home/default-user; touch /vol/by-container-root",
+    ]);
+    let pid = if started.as_ref().is_some_and(|r| r.code == 0) {
+        container_pid(&ctr)
+    } else {
+        0
+    };
+    let host_uid = host_uid_of(pid);
+    let left = if runp.code == 0 {
+        remove_pod(&pod, &[&pod, &ctr])
+    } else {
+        Vec::new()
+    };
+    let written = std::fs::metadata(vol.join("by-container-root")).map(|m| (m.uid(), m.gid()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(runp.code, 0, "runp: {}", runp.stderr);
+    let created = created.unwrap();
+    assert_eq!(created.code, 0, "create: {}", created.stderr);
+    assert_eq!(started.map(|r| r.code), Some(0));
+    assert_eq!(exec.code, 0, "exec: {}{}", exec.stdout, exec.stderr);
+    let lines: Vec<&str> = exec.stdout.lines().collect();
+    assert_eq!(
+        parse_uid_map(lines[0]),
+        Some((0, block, 65536)),
+        "{}",
+        exec.stdout
+    );
+    assert_eq!(
+        parse_uid_map(lines[1]),
+        Some((0, block, 65536)),
+        "{}",
+        exec.stdout
+    );
+    assert_eq!(lines[2], "/vol/by-root 0:0");
+    assert_eq!(lines[3], "/vol/by-1000 1000:1000");
+    assert_eq!(lines[4], "/home/default-user 1000:1000");
+    assert_eq!(
+        host_uid,
+        Some(block),
+        "the pod's processes run as the kubelet's block"
+    );
+    assert_eq!(
+        written.ok(),
+        Some((0, 0)),
+        "container root writes as 0 on the volume"
+    );
+    assert_eq!(left, Vec::<String>::new());
+}
+
+/// A mapping that is not a safe kubelet block is refused when the pod starts, naming the rule
+/// and what to change, and nothing is left: critest's own (host IDs from 1000, the host's
+/// users, running into ECI's pool) and one inside ECI's pool.
+#[test]
+fn a_pod_asking_for_unsafe_host_ids_is_refused() {
+    for (host_id, length, says) in [
+        (1000u32, 100_000u32, "0..65535"),
+        (1000, 65536, "outside the kubelet's range"),
+        (131_072, 65536, "overlaps ECI's own ID pool"),
+    ] {
+        let name = name("crictl-userns-bad");
+        let dir = std::env::temp_dir().join(&name);
+        let mapping =
+            serde_json::json!([{"container_id": 0, "host_id": host_id, "length": length}]);
+        let userns = serde_json::json!({"mode": 0, "uids": mapping, "gids": mapping});
+        let pod_cfg = write(
+            &dir,
+            "pod.json",
+            pod_json(&name, &dir.join("logs"), Some(userns)),
+        );
+        let r = crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]);
+        let pods = crictl(&["pods", "-q", "--name", &name]);
+        for pod in pods.stdout.split_whitespace() {
+            let _ = crictl(&["rmp", "-f", pod]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_ne!(r.code, 0, "{host_id}:{length} was accepted");
+        assert!(
+            r.stderr.contains("rule user-namespace") && r.stderr.contains(says),
+            "{host_id}:{length}: {}",
+            r.stderr
+        );
+        for pod in pods.stdout.split_whitespace() {
+            assert_eq!(
+                leftovers_in("k8s.io", CGROUP_PARENT, pod),
+                Vec::<String>::new()
+            );
+        }
+    }
+}
+
+/// critest's RunAsUser spec: an exec in a container whose user is not root runs as that user,
+/// with the container's capability bounding set (exec once failed here: shrinking the bounding
+/// set after the uid change, without CAP_SETPCAP, was refused).
+#[test]
+fn an_exec_in_a_container_running_as_a_user_runs_as_that_user() {
+    let name = name("crictl-runas");
+    let dir = std::env::temp_dir().join(&name);
+    let pod_cfg = write(&dir, "pod.json", pod_json(&name, &dir.join("logs"), None));
+    let mut ctr = container_json(&["sleep", "600"], serde_json::json!([]));
+    ctr["linux"] = serde_json::json!({"security_context": {"run_as_user": {"value": 1000}}});
+    let ctr_cfg = write(&dir, "ctr.json", ctr);
+    let pod = ok(
+        &crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]),
+        "runp",
+    );
+    let ctr = ok(
+        &crictl(&[
+            "create",
+            &pod,
+            ctr_cfg.to_str().unwrap(),
+            pod_cfg.to_str().unwrap(),
+        ]),
+        "create",
+    );
+    let started = crictl(&["start", &ctr]);
+    let exec = crictl(&[
+        "exec",
+        &ctr,
+        "sh",
+        "-c",
+        "id -u; grep CapBnd /proc/self/status",
+    ]);
+    let left = remove_pod(&pod, &[&pod, &ctr]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(started.code, 0, "start: {}", started.stderr);
+    assert_eq!(exec.code, 0, "exec: {}{}", exec.stdout, exec.stderr);
+    assert_eq!(exec.stdout.lines().next(), Some("1000"), "{}", exec.stdout);
+    assert!(
+        exec.stdout.contains("CapBnd:\t00000000a80425fb"),
+        "{}",
+        exec.stdout
+    );
+    assert_eq!(left, Vec::<String>::new());
+}
