@@ -185,6 +185,14 @@ impl StartInput {
             if !input.is_empty() && p.instance_id == id && p.namespace == namespace {
                 return Ok(StartInput::Bootstrap(p));
             }
+            // An Any (legacy options) has fields 1 and 2 only: with containerd's addresses in
+            // it, this is BootstrapParams meant for another container.
+            if !p.containerd_grpc_address.is_empty() || !p.containerd_ttrpc_address.is_empty() {
+                return Err(format!(
+                    "stdin holds containerd's BootstrapParams for {}/{}, not for {namespace}/{id} of the command line",
+                    p.namespace, p.instance_id
+                ));
+            }
         }
         if input.is_empty() {
             return Ok(StartInput::Legacy(None));
@@ -511,8 +519,9 @@ mod tests {
             input.options().unwrap().type_url,
             "runtimeoptions.v1.Options"
         );
-        // Same bytes for another container: legacy options, which they are not.
-        assert!(StartInput::parse(&bytes, "c2", "default").is_err());
+        // Same bytes for another container: refused, naming both.
+        let e = StartInput::parse(&bytes, "c2", "default").unwrap_err();
+        assert!(e.contains("default/c1") && e.contains("default/c2"), "{e}");
         // Legacy runtime options decode as BootstrapParams too (type_url as instance_id), and
         // must stay options.
         let legacy = any("containerd.runc.v1.Options", b"")
