@@ -7,7 +7,9 @@ use crate::audit;
 use crate::idmap::{attach, idmapped_clone, IdmapUserNs, LockedFlags};
 use crate::layout::Layout;
 use crate::lease::{LeaseDir, LeaseRecord, ProcessRef};
-use crate::resolve::{file_id, is_device, is_dir, open_path, resolve_existing};
+use crate::resolve::{
+    bound_tree, file_id, is_device, is_dir, open_located, resolve_existing, Mounts,
+};
 use crate::rootfs::{mount_rootfs, unmount_all, RootfsMount};
 use eci_policy::{harden, HostFacts, IdBlock, KubeletRange, Policy, Refusal, Rule};
 use libcontainer::container::builder::ContainerBuilder;
@@ -17,6 +19,7 @@ use nix::mount::{umount2, MntFlags};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -96,6 +99,8 @@ struct Undo<'a> {
     lease: Option<IdBlock>,
     rootfs: Option<PathBuf>,
     staged: Vec<PathBuf>,
+    /// The container's cgroups in hierarchies libcontainer does not manage.
+    cgroups: Vec<PathBuf>,
     armed: bool,
 }
 
@@ -114,6 +119,7 @@ impl Drop for Undo<'_> {
         if let Ok(mut c) = libcontainer::container::Container::load(state.clone()) {
             let _ = c.delete(true);
         }
+        crate::delegate::remove_dirs(&self.cgroups);
         let _ = fs::remove_dir_all(state);
         let _ = fs::remove_dir_all(
             self.layout
@@ -137,6 +143,7 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         lease: None,
         rootfs: None,
         staged: Vec::new(),
+        cgroups: Vec::new(),
         armed: true,
     };
 
@@ -326,13 +333,30 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     .with_console_socket(req.stdio.console_socket.as_ref())
     .validate_id()
     .map_err(|e| CreateError::Libcontainer(e.to_string()))?;
-    let container = builder
+    // On a hybrid host libcontainer places the container in the v1 controllers only; the
+    // helper enters the container's cgroup in the other hierarchies first, so that the
+    // container inherits it and its cgroup namespace is rooted at its own cgroup everywhere.
+    let cgroups_path = libcontainer::utils::get_cgroup_path(
+        &spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
+        &req.id,
+    );
+    let (placement, placed) = crate::delegate::Placement::enter(&cgroups_path);
+    undo.cgroups = placement.dirs.clone();
+    if let Err(e) = placed {
+        placement.leave();
+        return Err(io(format!(
+            "place the container in cgroup {} of the v2 and named hierarchies",
+            cgroups_path.display()
+        ))(e));
+    }
+    let built = builder
         .as_init(&private)
         .as_sibling(true)
         .with_systemd(false)
         .with_detach(true)
-        .build()
-        .map_err(|e| CreateError::Libcontainer(error_chain(&e)))?;
+        .build();
+    placement.leave();
+    let container = built.map_err(|e| CreateError::Libcontainer(error_chain(&e)))?;
     let pid = container
         .pid()
         .ok_or_else(|| CreateError::Libcontainer("container has no init pid".into()))?
@@ -731,6 +755,7 @@ fn gather_facts(
             }
         }
     }
+    let mounts = Mounts::read();
     let mut fds = std::collections::HashMap::new();
     for m in spec
         .mounts()
@@ -739,24 +764,49 @@ fn gather_facts(
         .filter(|m| eci_policy::is_bind(m))
     {
         if let Some(source) = m.source() {
-            if let Ok((fd, resolved)) = open_path(source) {
+            if let Ok((fd, resolved)) = open_located(source, Some(&mounts)) {
                 facts.mount_sources.insert(source.clone(), resolved);
                 fds.insert(source.clone(), fd);
             }
         }
     }
+    let engine = EngineFacts::gather(req);
     let mut extra: Vec<PathBuf> = vec![req.policy_path.clone()];
     extra.extend(req.policy_path.parent().map(Path::to_path_buf));
-    extra.extend(req.containerd_address.clone());
     extra.extend(std::env::current_exe().ok());
-    facts.restricted = resolve_existing(&policy.restricted_paths(&extra));
+    extra.extend(engine.restricted.iter().cloned());
+    facts.restricted = resolve_existing(&policy.restricted_paths(&extra), &mounts);
+    // Other names of restricted sockets and files can only be found by identity: collect the
+    // ones that have other names (more than one link) at a bounded cost.
+    let linked = linked_restricted(&facts.restricted, &mounts);
+    facts.restricted.extend(linked);
     facts.engine_sockets = resolve_existing(
         &eci_policy::ENGINE_SOCKETS
             .iter()
             .map(PathBuf::from)
             .collect::<Vec<_>>(),
+        &mounts,
     );
+    let wanted: std::collections::HashSet<eci_policy::FileId> = facts
+        .restricted
+        .iter()
+        .filter(|r| r.has_other_names())
+        .map(|r| r.id)
+        .collect();
+    let mut budget = crate::resolve::TREE_SEARCH_LIMIT;
+    for (source, resolved) in &facts.mount_sources {
+        if resolved.kind != eci_policy::FileKind::Dir {
+            continue;
+        }
+        if let Some(fd) = fds.get(source) {
+            let tree = bound_tree(fd, resolved, &mounts, &wanted, &mut budget);
+            facts.bound_trees.insert(source.clone(), tree);
+        }
+    }
     facts.own_paths = vec![PathBuf::from("/var/lib/docker/containers").join(&req.id)];
+    facts
+        .own_paths
+        .extend(engine.cri_own_paths(&req.id, &pod_members(req, spec)));
     // Asking containerd costs two client runs: only when the answer can matter.
     let mounts_engine_socket = facts
         .mount_sources
@@ -766,6 +816,246 @@ fn gather_facts(
         facts.image = containerd_image(req);
     }
     (facts, fds)
+}
+
+/// Most named sockets looked at in /proc/net/unix, and entries of each engine configuration
+/// directory: both are small on any host, and the bound keeps a create's cost bounded.
+const SOCKETS_LIMIT: usize = 4096;
+const CONFIG_DIR_LIMIT: usize = 256;
+
+/// Restricted sockets and configuration files that have more than one name. Sockets are the
+/// named ones in /proc/net/unix (the sockets bound in this network namespace, found without
+/// walking any directory) that lie within a restricted path; files are the entries of the
+/// engines' small configuration directories. Data directories (/var/lib/…) are not walked.
+fn linked_restricted(
+    restricted: &[eci_policy::ResolvedPath],
+    mounts: &Mounts,
+) -> Vec<eci_policy::ResolvedPath> {
+    let within = |r: &eci_policy::ResolvedPath| restricted.iter().any(|x| r.is_within(x));
+    let mut found = Vec::new();
+    let text = fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    for path in text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter(|p| p.starts_with('/'))
+        .take(SOCKETS_LIMIT)
+    {
+        // Only a socket bound under a restricted path can be one (a cheap test first).
+        let bound_at = Path::new(path);
+        if !seen.insert(path)
+            || !restricted
+                .iter()
+                .any(|r| bound_at.starts_with(&r.canonical) || bound_at.starts_with(&r.requested))
+        {
+            continue;
+        }
+        if let Ok((_, r)) = open_located(Path::new(path), Some(mounts)) {
+            if r.has_other_names() && within(&r) {
+                found.push(r);
+            }
+        }
+    }
+    for dir in restricted
+        .iter()
+        .filter(|r| r.kind == eci_policy::FileKind::Dir && r.canonical.starts_with("/etc"))
+    {
+        for entry in fs::read_dir(&dir.canonical)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .take(CONFIG_DIR_LIMIT)
+        {
+            if let Ok((_, r)) = open_located(&entry.path(), Some(mounts)) {
+                if r.has_other_names() {
+                    found.push(r);
+                }
+            }
+        }
+    }
+    for r in restricted.iter().filter(|r| r.has_other_names()) {
+        log::debug!("restricted {} has {} links", r.canonical.display(), r.links);
+    }
+    found
+}
+
+/// What the shim and its containerd keep on the host, found from what they run with rather than
+/// from default paths: the shim's state, containerd's addresses (gRPC and ttrpc, as given to
+/// the shim), its state and root directories (from the bundle path and the snapshots of the
+/// rootfs), and its configuration file (from the command line of the process that serves the
+/// address).
+#[derive(Debug, Default)]
+struct EngineFacts {
+    restricted: Vec<PathBuf>,
+    root: Option<PathBuf>,
+    state: Option<PathBuf>,
+}
+
+/// A bundle is `STATE/io.containerd.runtime.v2.task/NAMESPACE/ID`.
+const TASK_PLUGIN_DIR: &str = "io.containerd.runtime.v2.task";
+/// Snapshots are under `ROOT/io.containerd.snapshotter.v1.NAME/…`.
+const SNAPSHOTTER_PREFIX: &str = "io.containerd.snapshotter.v1.";
+const CRI_PLUGIN_DIR: &str = "io.containerd.grpc.v1.cri";
+
+impl EngineFacts {
+    fn gather(req: &CreateRequest) -> EngineFacts {
+        let mut e = EngineFacts::default();
+        e.restricted.push(req.base.clone());
+        e.restricted.push(req.bundle.clone());
+        let unix = |a: &str| PathBuf::from(a.strip_prefix("unix://").unwrap_or(a));
+        if let Some(address) = &req.containerd_address {
+            e.restricted.push(address.clone());
+            let mut ttrpc = address.clone().into_os_string();
+            ttrpc.push(".ttrpc");
+            e.restricted.push(ttrpc.into());
+            e.restricted.extend(containerd_config(address));
+        }
+        // containerd hands its shims the addresses it really serves.
+        for var in ["TTRPC_ADDRESS", "GRPC_ADDRESS"] {
+            if let Ok(a) = std::env::var(var) {
+                if !a.is_empty() {
+                    e.restricted.push(unix(&a));
+                }
+            }
+        }
+        e.state = state_dir(&req.bundle);
+        e.root = req.rootfs.iter().find_map(|m| {
+            std::iter::once(m.source.as_str())
+                .chain(m.options.iter().flat_map(|o| {
+                    o.split_once('=')
+                        .map(|(_, v)| v.split(':').collect::<Vec<_>>())
+                        .unwrap_or_default()
+                }))
+                .find_map(|p| root_dir(Path::new(p)))
+        });
+        e.restricted.extend(e.state.clone());
+        e.restricted.extend(e.root.clone());
+        e
+    }
+
+    /// Containerd CRI's per-pod and per-container files (hosts, resolv.conf, hostname, the
+    /// pod's /dev/shm, image volumes), which its containers bind: their own, and their pod's.
+    fn cri_own_paths(&self, id: &str, pod: &[String]) -> Vec<PathBuf> {
+        let mut own = Vec::new();
+        for dir in self.root.iter().chain(self.state.iter()) {
+            let cri = dir.join(CRI_PLUGIN_DIR);
+            own.push(cri.join("containers").join(id));
+            for sandbox in std::iter::once(id).chain(pod.iter().map(String::as_str)) {
+                own.push(cri.join("sandboxes").join(sandbox));
+            }
+        }
+        own
+    }
+}
+
+fn state_dir(bundle: &Path) -> Option<PathBuf> {
+    let tasks = bundle.parent()?.parent()?;
+    (tasks.file_name()? == TASK_PLUGIN_DIR).then(|| tasks.parent().map(Path::to_path_buf))?
+}
+
+fn root_dir(snapshot: &Path) -> Option<PathBuf> {
+    let mut root = PathBuf::new();
+    for c in snapshot.components() {
+        if c.as_os_str()
+            .to_str()
+            .is_some_and(|s| s.starts_with(SNAPSHOTTER_PREFIX))
+        {
+            return root.is_absolute().then_some(root);
+        }
+        root.push(c);
+    }
+    None
+}
+
+/// The configuration file of the containerd serving `address` (`--config`/`-c` on its command
+/// line), found through the socket's peer credentials. A non-blocking connect: a full backlog
+/// only loses this fact, it never holds up a create.
+fn containerd_config(address: &Path) -> Option<PathBuf> {
+    let pid = socket_peer(address)?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let value = args.iter().enumerate().find_map(|(i, a)| {
+        for flag in [&b"--config"[..], b"-c", b"-config"] {
+            if *a == flag {
+                return args.get(i + 1).copied();
+            }
+            if let Some(v) = a.strip_prefix(flag).and_then(|r| r.strip_prefix(b"=")) {
+                return Some(v);
+            }
+        }
+        None
+    })?;
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(value));
+    if path.is_absolute() {
+        Some(path)
+    } else {
+        Some(fs::read_link(format!("/proc/{pid}/cwd")).ok()?.join(path))
+    }
+}
+
+fn socket_peer(address: &Path) -> Option<i32> {
+    let bytes = address.as_os_str().as_bytes();
+    // SAFETY: a zeroed sockaddr_un is a valid value; the path is copied in bounds below.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= sa.sun_path.len() {
+        return None;
+    }
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sa.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: socket(2) with constant arguments.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd from socket(2), owned from here.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: connect with a fully initialised sockaddr_un and its size.
+    let rc = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            &sa as *const libc::sockaddr_un as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let cred =
+        nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    (cred.pid() > 0).then_some(cred.pid())
+}
+
+/// Containers whose namespaces `spec` joins by `/proc/PID/ns/…` (a CRI pod's sandbox), by the
+/// lease recording PID as their init: their CRI pod files are this container's too.
+fn pod_members(req: &CreateRequest, spec: &Spec) -> Vec<String> {
+    let leases = LeaseDir::new(Layout::new(&req.base).leases());
+    spec.linux()
+        .iter()
+        .flat_map(|l| l.namespaces().iter().flatten())
+        .filter_map(|n| {
+            let pid: i32 = n
+                .path()
+                .as_ref()?
+                .to_str()?
+                .strip_prefix("/proc/")?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()?;
+            let block = leases.held_by_init(pid)?;
+            let record = leases.read(block)?;
+            (record.namespace == req.namespace).then_some(record.container)
+        })
+        .collect()
 }
 
 fn containerd_image(req: &CreateRequest) -> Option<eci_policy::ImageRef> {
@@ -780,7 +1070,9 @@ fn recorded_image(address: &Path, namespace: &str, id: &str) -> Option<eci_polic
     Some(eci_policy::ImageRef { name, digest })
 }
 
-/// The block of the container whose user namespace `spec` joins, found by its init pid.
+/// The block of the container whose user namespace `spec` joins, found by its init pid: the
+/// lease says which ECI container that is, and the namespace's own ID map must be exactly that
+/// block (a lease file is bookkeeping; the kernel's map is what the container really has).
 fn joined_block(leases: &LeaseDir, spec: &Spec) -> Option<IdBlock> {
     let path = spec
         .linux()
@@ -798,5 +1090,7 @@ fn joined_block(leases: &LeaseDir, spec: &Spec) -> Option<IdBlock> {
         .next()?
         .parse()
         .ok()?;
-    leases.held_by_init(pid)
+    let block = leases.held_by_init(pid)?;
+    let map = fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()?;
+    (crate::lease::parse_id_map(&map) == [(block.first, block.size())]).then_some(block)
 }

@@ -46,6 +46,142 @@ fn hierarchy_mounts(mountinfo: &str) -> Vec<PathBuf> {
     mounts
 }
 
+/// The v1 controllers libcontainer's cgroup manager places a container in (libcgroups'
+/// `v1::CONTROLLERS`).
+const MANAGED_V1: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// Whole hierarchies libcontainer's manager leaves alone on a host with cgroup v1 controllers
+/// (where it uses its v1 manager): the v2 hierarchy of a hybrid host, named hierarchies
+/// (`name=systemd`) and v1 controllers it does not know. A container left there stays in its
+/// parent's cgroup, and its cgroup namespace is rooted at the host's: a `cgroup2` or
+/// `name=systemd` mount inside would show the whole host tree. On a pure v2 host: none.
+fn unmanaged_hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
+    let whole: Vec<_> = crate::mountinfo::entries(mountinfo)
+        .filter(|e| (e.fstype == "cgroup" || e.fstype == "cgroup2") && e.root == "/")
+        .collect();
+    if !whole.iter().any(|e| e.fstype == "cgroup") {
+        return Vec::new();
+    }
+    let mut found: Vec<(PathBuf, String)> = whole
+        .iter()
+        .filter(|e| {
+            e.fstype == "cgroup2" || !e.super_options.split(',').any(|o| MANAGED_V1.contains(&o))
+        })
+        .map(|e| {
+            (
+                crate::mountinfo::unescape(e.mount_point),
+                if e.fstype == "cgroup2" {
+                    String::new()
+                } else {
+                    e.super_options.to_string()
+                },
+            )
+        })
+        .collect();
+    found.sort();
+    found.dedup_by(|a, b| a.0 == b.0);
+    found
+}
+
+/// This process's cgroup in a hierarchy, from /proc/self/cgroup: the v2 line (`0::/…`) for an
+/// empty `options`, else the v1 line whose controllers are all among the mount's options.
+fn own_cgroup(proc_cgroup: &str, options: &str) -> Option<PathBuf> {
+    let opts: Vec<&str> = options.split(',').collect();
+    proc_cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        let matches = if options.is_empty() {
+            controllers.is_empty()
+        } else {
+            !controllers.is_empty() && controllers.split(',').all(|c| opts.contains(&c))
+        };
+        matches.then(|| PathBuf::from(path))
+    })
+}
+
+/// Where the create helper put itself so that the container it builds inherits it.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// (hierarchy mount, the helper's cgroup there before)
+    previous: Vec<(PathBuf, PathBuf)>,
+    /// The container's directories made or joined.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Placement {
+    /// Put this process (the create helper, before libcontainer forks the container's first
+    /// process) into `cgroups_path` of every hierarchy libcontainer does not manage. The
+    /// container's processes inherit it, and the cgroup namespace they create is rooted there,
+    /// as runc does on hybrid hosts.
+    /// What was done is returned even when a step failed, so that it can be undone.
+    pub fn enter(cgroups_path: &Path) -> (Placement, io::Result<()>) {
+        let mut placement = Placement::default();
+        let result = placement.enter_all(cgroups_path);
+        (placement, result)
+    }
+
+    fn enter_all(&mut self, cgroups_path: &Path) -> io::Result<()> {
+        let placement = self;
+        let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+        if relative.as_os_str().is_empty()
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Ok(());
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")?;
+        let pid = std::process::id().to_string();
+        for (mount, options) in unmanaged_hierarchies(&mountinfo) {
+            let Some(before) = own_cgroup(&proc_cgroup, &options) else {
+                continue;
+            };
+            let dir = mount.join(relative);
+            std::fs::create_dir_all(&dir)?;
+            placement.dirs.push(dir.clone());
+            placement.previous.push((
+                mount.clone(),
+                mount.join(before.strip_prefix("/").unwrap_or(&before)),
+            ));
+            std::fs::write(dir.join("cgroup.procs"), &pid)?;
+        }
+        Ok(())
+    }
+
+    /// Go back to where this process was; the container's processes stay.
+    pub fn leave(&self) {
+        let pid = std::process::id().to_string();
+        for (mount, before) in &self.previous {
+            if std::fs::write(before.join("cgroup.procs"), &pid).is_err() {
+                let _ = std::fs::write(mount.join("cgroup.procs"), &pid);
+            }
+        }
+    }
+}
+
+/// Remove the container's own directories that are left once libcontainer removed its own
+/// (the hierarchies of [`Placement`]). Their processes must be gone; returns those that stay.
+pub fn remove_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .filter(|d| d.is_dir() && std::fs::remove_dir(d).is_err())
+        .cloned()
+        .collect()
+}
+
 /// Whether `cgroups_path` can be the container's alone: its last component names the container
 /// (`/default/ID`, `/docker/ID`, `…:cri-containerd:ID`). A path a user pointed at a shared
 /// cgroup (`--cgroup-parent`, `/`) is never handed over.
@@ -154,6 +290,43 @@ mod tests {
         assert!(!is_own(Path::new("/"), "c1"));
         assert!(!is_own(Path::new("/c1/shared"), "c1"));
         assert!(!is_own(Path::new("/default/c1"), ""));
+    }
+
+    #[test]
+    fn unmanaged_hierarchies_of_a_hybrid_host() {
+        let hybrid = "\
+27 26 0:25 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate
+28 26 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+29 26 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+30 26 0:28 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+31 26 0:29 / /sys/fs/cgroup/rdma rw - cgroup cgroup rw,rdma
+40 30 0:26 /default/c1 /run/c1/memory rw - cgroup cgroup rw,memory";
+        assert_eq!(
+            unmanaged_hierarchies(hybrid),
+            [
+                ("/sys/fs/cgroup/rdma", "rw,rdma"),
+                ("/sys/fs/cgroup/systemd", "rw,xattr,name=systemd"),
+                ("/sys/fs/cgroup/unified", ""),
+            ]
+            .map(|(a, b)| (PathBuf::from(a), b.to_string()))
+        );
+        let pure_v2 = "27 26 0:25 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
+        assert!(unmanaged_hierarchies(pure_v2).is_empty());
+    }
+
+    #[test]
+    fn own_cgroup_per_hierarchy() {
+        let proc_cgroup = "12:rdma:/r\n9:name=systemd:/s\n4:memory:/m\n0::/u\n";
+        assert_eq!(own_cgroup(proc_cgroup, ""), Some(PathBuf::from("/u")));
+        assert_eq!(
+            own_cgroup(proc_cgroup, "rw,xattr,name=systemd"),
+            Some(PathBuf::from("/s"))
+        );
+        assert_eq!(
+            own_cgroup(proc_cgroup, "rw,rdma"),
+            Some(PathBuf::from("/r"))
+        );
+        assert_eq!(own_cgroup(proc_cgroup, "rw,net_cls"), None);
     }
 
     #[test]

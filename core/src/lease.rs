@@ -74,6 +74,46 @@ impl LeaseRecord {
     }
 }
 
+/// Host UID ranges (first, length) mapped by the user namespaces of live processes other than
+/// the host's own: one `stat` per process and one read per distinct namespace, so the cost
+/// grows with the number of processes, not with the size of the pool.
+pub fn live_id_ranges() -> Vec<(u32, u32)> {
+    let ns_of = |pid: &str| nix::sys::stat::stat(format!("/proc/{pid}/ns/user").as_str());
+    let mut seen = std::collections::HashSet::new();
+    if let Ok(own) = ns_of("self") {
+        seen.insert(own.st_ino);
+    }
+    let mut ranges = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(st) = ns_of(pid) else {
+            continue;
+        };
+        if !seen.insert(st.st_ino) {
+            continue;
+        }
+        let map = fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap_or_default();
+        ranges.extend(parse_id_map(&map));
+    }
+    ranges
+}
+
+/// The (host first ID, length) of each line of a uid_map read from the host's namespace.
+pub fn parse_id_map(map: &str) -> Vec<(u32, u32)> {
+    map.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(1).map(|w| w.parse::<u32>().ok());
+            Some((f.next()??, f.next()??))
+        })
+        .collect()
+}
+
 /// Whether any process is still in the user namespace with this inode.
 pub fn user_ns_in_use(inode: u64) -> bool {
     fs::read_dir("/proc")
@@ -107,10 +147,19 @@ impl LeaseDir {
         LeaseError::Io(self.dir.clone(), e)
     }
 
-    /// Lease the lowest free block of `pool` for `record`.
+    /// Lease the lowest free block of `pool` for `record`. A block that a live user namespace
+    /// maps is never handed out, whatever its lease file says or whether it has one: the lease
+    /// files are the allocator's bookkeeping, the kernel's ID maps are the truth.
     pub fn acquire(&self, pool: &IdPool, record: &LeaseRecord) -> Result<IdBlock, LeaseError> {
         fs::create_dir_all(&self.dir).map_err(|e| self.err(e))?;
         let body = serde_json::to_vec(record).expect("lease record serializes");
+        let live = live_id_ranges();
+        let mapped = |b: IdBlock| {
+            live.iter().any(|&(start, len)| {
+                let (start, end) = (u64::from(start), u64::from(start) + u64::from(len));
+                start < u64::from(b.first) + u64::from(b.size()) && u64::from(b.first) < end
+            })
+        };
         // Two passes: leases that look taken may be stale, and are reclaimed on the second.
         for reclaim in [false, true] {
             let taken = if reclaim {
@@ -119,6 +168,9 @@ impl LeaseDir {
                 self.taken(pool)
             };
             for block in pool.candidates(&taken) {
+                if mapped(block) {
+                    continue;
+                }
                 match self.create(block, &body) {
                     Ok(()) => return Ok(block),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -414,5 +466,53 @@ mod tests {
         assert_eq!(d.read(block).unwrap().container, "pod-b");
         d.release(block).unwrap();
         assert_eq!(d.find("default", "pod-b"), None);
+    }
+
+    #[test]
+    fn id_maps_parse() {
+        assert_eq!(
+            parse_id_map("         0     100000      65536\n"),
+            vec![(100_000, 65_536)]
+        );
+        assert_eq!(
+            parse_id_map("0 1 2\n5 300000 10\nbad\n"),
+            vec![(1, 2), (300_000, 10)]
+        );
+    }
+
+    #[test]
+    fn a_block_a_live_namespace_maps_is_skipped_without_a_lease() {
+        // A user namespace of this test's own, mapping the pool's first block, stands for a
+        // container whose lease file was deleted: its block must not be handed out again.
+        let first = 3_000_000_000u32;
+        let Ok(mut child) = std::process::Command::new("unshare")
+            .args(["--user", "sleep", "10"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+        else {
+            return;
+        };
+        let pid = child.id();
+        let own = nix::sys::stat::stat("/proc/self/ns/user").unwrap().st_ino;
+        for _ in 0..100 {
+            if nix::sys::stat::stat(format!("/proc/{pid}/ns/user").as_str())
+                .is_ok_and(|st| st.st_ino != own)
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mapped =
+            fs::write(format!("/proc/{pid}/uid_map"), format!("0 {first} 65536\n")).is_ok();
+        let d = dir("mapped");
+        let pool = IdPool { first, blocks: 2 };
+        let me = ProcessRef::of(std::process::id() as i32);
+        let got = d.acquire(&pool, &record("new", me));
+        let _ = child.kill();
+        let _ = child.wait();
+        if !mapped {
+            return; // not root here: nothing to check
+        }
+        assert_eq!(got.unwrap().first, first + BLOCK_SIZE);
     }
 }

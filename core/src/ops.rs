@@ -136,8 +136,9 @@ impl Handle<'_> {
             killed = self.kill_all(libc::SIGKILL).unwrap_or_default();
             // Cgroups the container made in its delegated directories go first: libcontainer
             // removes only the container's own.
+            let mut dirs = Vec::new();
             if let Ok(config) = c.spec() {
-                let dirs = crate::delegate::container_dirs(&config.cgroup_path);
+                dirs = crate::delegate::container_dirs(&config.cgroup_path);
                 let deadline = std::time::Instant::now() + KILLED_EXIT_LIMIT;
                 while !crate::delegate::remove_descendants(&dirs).is_empty()
                     && std::time::Instant::now() < deadline
@@ -148,6 +149,14 @@ impl Handle<'_> {
             // libcontainer's delete removes the cgroup and the state directory.
             if let Err(e) = c.delete(true) {
                 log::warn!("delete {}: {e}", self.id);
+            }
+            // What is left is the container's cgroup in the hierarchies libcontainer does not
+            // manage (the v2 and name=systemd hierarchies of a hybrid host).
+            let deadline = std::time::Instant::now() + KILLED_EXIT_LIMIT;
+            while !crate::delegate::remove_dirs(&dirs).is_empty()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
         let _ = std::fs::remove_dir_all(self.layout.container_state(self.namespace, self.id));

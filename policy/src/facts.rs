@@ -4,30 +4,93 @@ use std::path::{Path, PathBuf};
 
 /// A file's identity: device and inode. Two paths with the same `FileId` are the same file,
 /// which catches hard links and bind-mount aliases that a path comparison misses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,
 }
 
+/// Where a file sits in its file system, whatever name it is reached by: the device of its
+/// mount (mountinfo's `major:minor`) and its path from that file system's root. A bind-mount
+/// alias of a directory, and every subdirectory of the alias, has the location of the original,
+/// which a comparison of host paths misses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FsLocation {
+    pub device: String,
+    pub path: PathBuf,
+    /// The file system type of the mount (`proc`, `sysfs`, `ext4` …).
+    pub fstype: String,
+}
+
+impl FsLocation {
+    pub fn is_within(&self, other: &FsLocation) -> bool {
+        self.device == other.device && self.path.starts_with(&other.path)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileKind {
+    Dir,
+    Socket,
+    #[default]
+    Other,
+}
+
 /// A path resolved the way the kernel will resolve it (symlinks, `..`, repeated slashes).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResolvedPath {
     pub requested: PathBuf,
     pub canonical: PathBuf,
     pub id: FileId,
+    pub kind: FileKind,
+    /// Its number of hard links: more than one for a non-directory means another name exists
+    /// somewhere on its file system.
+    pub links: u64,
+    /// None when the mount could not be found (then path and identity still judge).
+    pub location: Option<FsLocation>,
 }
 
 impl ResolvedPath {
-    /// True when `self` is `other` or lies beneath it, by path or by identity.
+    /// True when `self` is `other` or lies beneath it, by path, identity or location.
     pub fn is_within(&self, other: &ResolvedPath) -> bool {
-        self.id == other.id || self.canonical.starts_with(&other.canonical)
+        self.id == other.id
+            || self.canonical.starts_with(&other.canonical)
+            || matches!((&self.location, &other.location), (Some(s), Some(o)) if s.is_within(o))
     }
 
     /// True when `self` is a directory that holds `other` somewhere beneath it.
     pub fn contains(&self, other: &ResolvedPath) -> bool {
         other.canonical.starts_with(&self.canonical)
+            || matches!((&self.location, &other.location), (Some(s), Some(o)) if o.is_within(s))
     }
+
+    /// A file other than a directory that has another name somewhere (a hard link).
+    pub fn has_other_names(&self) -> bool {
+        self.kind != FileKind::Dir && self.links > 1
+    }
+}
+
+/// What a bind of a directory brings into the container besides the directory itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BoundTree {
+    /// Mounts beneath the source (a bind takes them along): mount point and what it shows.
+    pub submounts: Vec<(PathBuf, FsLocation)>,
+    /// Entries of the tree that may be another name of a restricted file: sockets, and files
+    /// with more than one hard link. Only searched for when a restricted file has more than one
+    /// name; see `search`.
+    pub linked: Vec<(PathBuf, FileId)>,
+    pub search: TreeSearch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TreeSearch {
+    /// No restricted file has a second name: there is nothing to search for.
+    #[default]
+    NotNeeded,
+    /// Every entry was looked at.
+    Complete,
+    /// The search stopped after this many entries (its cost is bounded).
+    Stopped { entries: u64 },
 }
 
 /// The image containerd recorded for the container, resolved to its digest by asking containerd.
@@ -48,6 +111,8 @@ pub struct HostFacts {
     pub namespace_paths: HashMap<PathBuf, FileId>,
     /// Each bind-mount source in the spec, resolved; a source missing here could not be resolved.
     pub mount_sources: HashMap<PathBuf, ResolvedPath>,
+    /// For each bind source that is a directory: what else its bind brings along.
+    pub bound_trees: HashMap<PathBuf, BoundTree>,
     /// Every restricted path that exists on the host, resolved.
     pub restricted: Vec<ResolvedPath>,
     /// Paths the container owns and may always mount (dockerd's per-container resolv.conf,

@@ -14,7 +14,9 @@ pub mod seccomp;
 pub mod sysctls;
 
 pub use devices::SAFE_DEVICES;
-pub use facts::{FileId, HostFacts, ImageRef, ResolvedPath};
+pub use facts::{
+    BoundTree, FileId, FileKind, FsLocation, HostFacts, ImageRef, ResolvedPath, TreeSearch,
+};
 pub use file::{Policy, PolicyError, DEFAULT_POLICY_PATH, DEFAULT_RESTRICTED, ENGINE_SOCKETS};
 pub use idrange::{IdBlock, IdPool, KubeletRange, BLOCK_SIZE};
 pub use namespaces::requested_block;

@@ -1,4 +1,4 @@
-use crate::{HostFacts, Policy, Refusal, ResolvedPath, Rule};
+use crate::{BoundTree, FsLocation, HostFacts, Policy, Refusal, ResolvedPath, Rule, TreeSearch};
 use oci_spec::runtime::{Mount, Spec};
 use std::path::Path;
 
@@ -34,19 +34,59 @@ pub(crate) fn harden(
                 "create the source directory or file on the host, or fix the path",
             ));
         };
-        check_source(resolved, facts, policy)?;
+        check_source(resolved, facts.bound_trees.get(source), facts, policy)?;
         binds.push(index);
     }
     Ok(binds)
 }
 
-fn check_source(source: &ResolvedPath, facts: &HostFacts, policy: &Policy) -> Result<(), Refusal> {
+/// File systems of the host's kernel: a bind of one (or of a directory holding one) shows the
+/// host's processes, devices, cgroups or kernel knobs, not the container's.
+pub const HOST_KERNEL_FS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "bpf",
+    "configfs",
+    "fusectl",
+    "pstore",
+    "efivarfs",
+    "binfmt_misc",
+    "mqueue",
+];
+
+fn check_source(
+    source: &ResolvedPath,
+    tree: Option<&BoundTree>,
+    facts: &HostFacts,
+    policy: &Policy,
+) -> Result<(), Refusal> {
     if facts
         .own_paths
         .iter()
         .any(|own| source.canonical.starts_with(own))
     {
         return Ok(());
+    }
+    let Some(loc) = &source.location else {
+        // Its mount is not in the host's mount table: another mount namespace's file system,
+        // reached through `/proc/PID/root` or `/proc/PID/cwd` (another container's root), or
+        // a kernel-internal one (a pipe or socket through `/proc/self/fd/N`).
+        return Err(Refusal::new(
+            Rule::RestrictedMount,
+            format!(
+                "can't mount {} because it is not on a file system mounted on the host (another container's or process's files, reached through /proc?)",
+                source.requested.display()
+            ),
+            "mount a host path, not one reached through /proc/PID/root, /proc/PID/cwd or /proc/PID/fd",
+        ));
+    };
+    if HOST_KERNEL_FS.contains(&loc.fstype.as_str()) {
+        return Err(kernel_fs_refusal(&source.requested, &source.canonical, loc));
     }
     for restricted in &facts.restricted {
         if !(source.is_within(restricted) || source.contains(restricted)) {
@@ -70,7 +110,90 @@ fn check_source(source: &ResolvedPath, facts: &HostFacts, policy: &Policy) -> Re
             is_socket,
         ));
     }
+    let Some(tree) = tree else {
+        return Ok(());
+    };
+    for (at, mounted) in &tree.submounts {
+        if HOST_KERNEL_FS.contains(&mounted.fstype.as_str()) {
+            return Err(kernel_fs_refusal(&source.requested, at, mounted));
+        }
+        let shown = ResolvedPath {
+            canonical: at.clone(),
+            location: Some(mounted.clone()),
+            ..ResolvedPath::default()
+        };
+        if let Some(restricted) = facts
+            .restricted
+            .iter()
+            .find(|r| shown.is_within(r) || shown.contains(r))
+        {
+            return Err(Refusal::new(
+                Rule::RestrictedMount,
+                format!(
+                    "can't mount {} because the mount at {} inside it shows {}, which is configured as a restricted host mount",
+                    source.requested.display(),
+                    at.display(),
+                    restricted.canonical.display()
+                ),
+                format!(
+                    "unmount {} on the host, or mount a host path without it",
+                    at.display()
+                ),
+            ));
+        }
+    }
+    for (at, id) in &tree.linked {
+        if let Some(restricted) = facts.restricted.iter().find(|r| r.id == *id) {
+            return Err(Refusal::new(
+                Rule::RestrictedMount,
+                format!(
+                    "can't mount {} because {} inside it is another name (a hard link) of {}, which is configured as a restricted host mount",
+                    source.requested.display(),
+                    at.display(),
+                    restricted.canonical.display()
+                ),
+                format!(
+                    "remove the link {} on the host, or mount a host path without it",
+                    at.display()
+                ),
+            ));
+        }
+    }
+    if let TreeSearch::Stopped { entries } = tree.search {
+        if let Some(linked) = facts.restricted.iter().find(|r| r.has_other_names()) {
+            return Err(Refusal::new(
+                Rule::RestrictedMount,
+                format!(
+                    "can't mount {}: {} is configured as a restricted host mount and has {} hard links, and {} is too large to be searched for them (more than {entries} entries)",
+                    source.requested.display(),
+                    linked.canonical.display(),
+                    linked.links,
+                    source.requested.display(),
+                ),
+                format!(
+                    "mount a smaller host directory, or remove the extra hard links of {} on the host",
+                    linked.canonical.display()
+                ),
+            ));
+        }
+    }
     Ok(())
+}
+
+fn kernel_fs_refusal(requested: &Path, at: &Path, fs: &FsLocation) -> Refusal {
+    Refusal::new(
+        Rule::RestrictedMount,
+        format!(
+            "can't mount {} because {} is the host's {} file system, which is configured as a restricted host mount",
+            requested.display(),
+            at.display(),
+            fs.fstype
+        ),
+        format!(
+            "mount {} inside the container instead (a privileged container mounts its own), or mount a host path without it",
+            fs.fstype
+        ),
+    )
 }
 
 fn restricted_refusal(requested: &Path, restricted: &Path, is_socket: bool) -> Refusal {
@@ -107,6 +230,12 @@ mod tests {
             requested: requested.into(),
             canonical: canonical.into(),
             id: FileId { dev: 8, ino },
+            location: Some(FsLocation {
+                device: "8:0".into(),
+                path: canonical.into(),
+                fstype: "ext4".into(),
+            }),
+            ..ResolvedPath::default()
         }
     }
 
@@ -269,5 +398,190 @@ mod tests {
     fn unresolvable_source_is_refused() {
         let mut spec = with_bind("/nope", &mut facts(), rp("/x", "/x", 1));
         assert!(harden(&mut spec, &facts(), &Policy::default()).is_err());
+    }
+
+    fn loc(device: &str, path: &str, fstype: &str) -> FsLocation {
+        FsLocation {
+            device: device.into(),
+            path: path.into(),
+            fstype: fstype.into(),
+        }
+    }
+
+    fn located(requested: &str, ino: u64, at: FsLocation) -> ResolvedPath {
+        ResolvedPath {
+            location: Some(at),
+            ..rp(requested, requested, ino)
+        }
+    }
+
+    /// Facts with /run/containerd restricted at its place on device 254:0 and a socket in it.
+    fn located_facts() -> HostFacts {
+        let mut f = facts();
+        f.restricted.push(located(
+            "/run/containerd",
+            40,
+            loc("254:0", "/run/containerd", "ext4"),
+        ));
+        f.restricted.push(ResolvedPath {
+            kind: crate::FileKind::Socket,
+            links: 2,
+            ..located(
+                "/run/containerd/containerd.sock",
+                41,
+                loc("254:0", "/run/containerd/containerd.sock", "ext4"),
+            )
+        });
+        f
+    }
+
+    fn judge(
+        f: &mut HostFacts,
+        source: ResolvedPath,
+        tree: Option<BoundTree>,
+    ) -> Result<Vec<usize>, Refusal> {
+        let path = source.requested.clone();
+        if let Some(tree) = tree {
+            f.bound_trees.insert(path.clone(), tree);
+        }
+        let mut spec = with_bind(path.to_str().unwrap(), f, source);
+        harden(&mut spec, f, &Policy::default())
+    }
+
+    #[test]
+    fn subdirectory_of_a_bind_alias_is_refused_by_location() {
+        // `mount --bind /run/containerd /srv/alias`, then a bind of /srv/alias/io.containerd…
+        let source = located(
+            "/srv/alias/io.containerd.runtime.v2.task",
+            50,
+            loc(
+                "254:0",
+                "/run/containerd/io.containerd.runtime.v2.task",
+                "ext4",
+            ),
+        );
+        let r = judge(&mut located_facts(), source, None).unwrap_err();
+        assert_eq!(r.rule, Rule::RestrictedMount);
+        assert!(r.detail.contains("can't mount /srv/alias/io.containerd.runtime.v2.task because it's configured as a restricted host mount"), "{r}");
+        // The same path on another device is someone else's directory.
+        let other = located("/srv/other", 51, loc("8:1", "/run/containerd/x", "ext4"));
+        assert!(judge(&mut located_facts(), other, None).is_ok());
+    }
+
+    #[test]
+    fn a_source_outside_the_hosts_mount_table_is_refused() {
+        // /proc/PID/root/home of another container: its overlay is not mounted on the host.
+        let source = ResolvedPath {
+            location: None,
+            ..rp("/proc/123/root/home", "/home", 90)
+        };
+        let r = judge(&mut located_facts(), source, None).unwrap_err();
+        assert!(r.detail.contains("can't mount /proc/123/root/home because it is not on a file system mounted on the host"), "{r}");
+        assert!(
+            r.fix.contains("not one reached through /proc/PID/root"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn host_kernel_file_systems_are_refused() {
+        let r = judge(
+            &mut located_facts(),
+            located("/proc", 1, loc("0:21", "/", "proc")),
+            None,
+        )
+        .unwrap_err();
+        assert!(r.detail.contains("can't mount /proc because /proc is the host's proc file system, which is configured as a restricted host mount"), "{r}");
+        assert!(r.fix.contains("mount proc inside the container"), "{r}");
+        let tree = BoundTree {
+            submounts: vec![("/srv/d/sys".into(), loc("0:22", "/", "sysfs"))],
+            ..BoundTree::default()
+        };
+        let r = judge(
+            &mut located_facts(),
+            located("/srv/d", 60, loc("254:0", "/srv/d", "ext4")),
+            Some(tree),
+        )
+        .unwrap_err();
+        assert!(r.detail.contains("/srv/d/sys is the host's sysfs"), "{r}");
+    }
+
+    #[test]
+    fn submount_showing_a_restricted_directory_is_refused() {
+        let tree = BoundTree {
+            submounts: vec![(
+                "/srv/d/x".into(),
+                loc(
+                    "254:0",
+                    "/run/containerd/io.containerd.runtime.v2.task",
+                    "ext4",
+                ),
+            )],
+            ..BoundTree::default()
+        };
+        let r = judge(
+            &mut located_facts(),
+            located("/srv/d", 60, loc("254:0", "/srv/d", "ext4")),
+            Some(tree),
+        )
+        .unwrap_err();
+        assert!(
+            r.detail
+                .contains("the mount at /srv/d/x inside it shows /run/containerd"),
+            "{r}"
+        );
+        assert!(r.fix.contains("unmount /srv/d/x"), "{r}");
+        // A submount of something harmless goes along.
+        let tree = BoundTree {
+            submounts: vec![("/srv/d/t".into(), loc("0:99", "/", "tmpfs"))],
+            ..BoundTree::default()
+        };
+        assert!(judge(
+            &mut located_facts(),
+            located("/srv/d", 60, loc("254:0", "/srv/d", "ext4")),
+            Some(tree)
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn hard_link_of_a_restricted_socket_in_a_bound_directory_is_refused() {
+        let tree = BoundTree {
+            linked: vec![
+                ("/srv/d/harmless".into(), FileId { dev: 8, ino: 77 }),
+                ("/srv/d/sock".into(), FileId { dev: 8, ino: 41 }),
+            ],
+            search: TreeSearch::Complete,
+            ..BoundTree::default()
+        };
+        let r = judge(
+            &mut located_facts(),
+            located("/srv/d", 60, loc("254:0", "/srv/d", "ext4")),
+            Some(tree),
+        )
+        .unwrap_err();
+        assert!(r.detail.contains("/srv/d/sock inside it is another name (a hard link) of /run/containerd/containerd.sock"), "{r}");
+        assert!(r.fix.contains("remove the link /srv/d/sock"), "{r}");
+    }
+
+    #[test]
+    fn a_search_cut_short_refuses_only_while_a_restricted_file_has_other_names() {
+        let tree = || BoundTree {
+            search: TreeSearch::Stopped { entries: 100 },
+            ..BoundTree::default()
+        };
+        let source = || located("/srv/big", 60, loc("254:0", "/srv/big", "ext4"));
+        let r = judge(&mut located_facts(), source(), Some(tree())).unwrap_err();
+        assert!(r.detail.contains("too large to be searched"), "{r}");
+        assert!(
+            r.fix
+                .contains("remove the extra hard links of /run/containerd/containerd.sock"),
+            "{r}"
+        );
+        let mut f = located_facts();
+        for r in &mut f.restricted {
+            r.links = 1;
+        }
+        assert!(judge(&mut f, source(), Some(tree())).is_ok());
     }
 }
