@@ -10,6 +10,11 @@
  *   probe getpid-bench N            N x getpid: mean ns per call
  *   probe sysinfo-bench N           N x sysinfo: p50/p99 us per call
  *   probe fsmount-proc DIR          mount a procfs at DIR with fsopen/fsconfig/fsmount/move_mount
+ *   probe open-tree-read SRC FILE [r]  open_tree clone of SRC ([r]: AT_RECURSIVE), then read the
+ *                                   first line of FILE inside the detached copy
+ *   probe open-tree-attr-read SRC FILE  the same with open_tree_attr (clone, RDONLY cleared)
+ *   probe open-tree-attr-rw SRC DST open_tree_attr clone clearing RDONLY, move_mount to DST
+ *   probe fsmount-read TYPE FILE    fsopen/fsmount TYPE, then read FILE in the detached mount
  *   probe read-bench N FILE [GAP]   N x open+read+close: p50/p99 us, reads/s; with GAP,
  *                                   GAP us of sleep before each (no read finds a warm cache)
  */
@@ -36,6 +41,26 @@ struct attr { uint64_t set, clr, propagation, userns_fd; };
 static int report(const char *what, long r) {
 	if (r < 0) { printf("%s: errno=%s\n", what, strerrorname_np(errno)); return 1; }
 	printf("%s: ok\n", what);
+	return 0;
+}
+
+#ifndef SYS_open_tree_attr
+#define SYS_open_tree_attr 467
+#endif
+#define AT_RECURSIVE_FLAG 0x8000
+
+/* Print what a detached tree shows at FILE (first line), or the errno. */
+static int read_in(const char *what, int tree, const char *file) {
+	int fd = openat(tree, file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return report(what, -1);
+	char buf[256];
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n < 0) return report(what, -1);
+	buf[n] = 0;
+	char *nl = strchr(buf, '\n');
+	if (nl) *nl = 0;
+	printf("%s: read %s\n", what, buf);
 	return 0;
 }
 
@@ -77,6 +102,33 @@ int main(int argc, char **argv) {
 		int mnt = syscall(SYS_fsmount, fs, 0, 0);
 		if (report("fsmount", mnt)) return 1;
 		return report("move_mount", syscall(SYS_move_mount, mnt, "", AT_FDCWD, argv[2], F_EMPTY));
+	}
+	if (!strcmp(cmd, "open-tree-read") && argc > 3) {
+		unsigned flags = OPEN_TREE_CLONE | O_CLOEXEC;
+		if (argc > 4 && !strcmp(argv[4], "r")) flags |= AT_RECURSIVE_FLAG;
+		int fd = syscall(SYS_open_tree, AT_FDCWD, argv[2], flags);
+		if (report("open_tree", fd)) return 1;
+		return read_in(cmd, fd, argv[3]);
+	}
+	if (!strcmp(cmd, "open-tree-attr-read") && argc > 3) {
+		struct attr a = { .clr = ATTR_RDONLY };
+		int fd = syscall(SYS_open_tree_attr, AT_FDCWD, argv[2], OPEN_TREE_CLONE | O_CLOEXEC, &a, sizeof a);
+		if (report("open_tree_attr", fd)) return 1;
+		return read_in(cmd, fd, argv[3]);
+	}
+	if (!strcmp(cmd, "open-tree-attr-rw") && argc > 3) {
+		struct attr a = { .clr = ATTR_RDONLY };
+		int fd = syscall(SYS_open_tree_attr, AT_FDCWD, argv[2], OPEN_TREE_CLONE | O_CLOEXEC, &a, sizeof a);
+		if (report("open_tree_attr", fd)) return 1;
+		return report("move_mount", syscall(SYS_move_mount, fd, "", AT_FDCWD, argv[3], F_EMPTY));
+	}
+	if (!strcmp(cmd, "fsmount-read") && argc > 3) {
+		int fs = syscall(SYS_fsopen, argv[2], 0);
+		if (report("fsopen", fs)) return 1;
+		if (report("fsconfig", syscall(SYS_fsconfig, fs, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0))) return 1;
+		int mnt = syscall(SYS_fsmount, fs, 0, 0);
+		if (report("fsmount", mnt)) return 1;
+		return read_in(cmd, mnt, argv[3]);
 	}
 	if (!strcmp(cmd, "bpf-next-map")) {
 		union { struct { uint32_t start_id, next_id; } id; char pad[128]; } attr;
