@@ -1,6 +1,6 @@
 /* Probes run inside test and benchmark containers (static, so any image can run it).
  *   probe setattr-clear-ro PATH     mount_setattr clearing MOUNT_ATTR_RDONLY
- *   probe clone-attach-rw SRC DST   open_tree clone, clear RDONLY, move_mount to DST
+ *   probe clone-attach-rw SRC DST   open_tree recursive clone, clear RDONLY, move_mount to DST
  *   probe fspick PATH               fspick (reconfigure a superblock)
  *   probe move PATH DST             move_mount of an attached mount
  *   probe bpf-next-map x            BPF_MAP_GET_NEXT_ID (enumerate the host's BPF maps)
@@ -88,7 +88,8 @@ int main(int argc, char **argv) {
 		return report(cmd, syscall(SYS_mount_setattr, AT_FDCWD, argv[2], 0, &a, sizeof a));
 	}
 	if (!strcmp(cmd, "clone-attach-rw") && argc > 3) {
-		int fd = syscall(SYS_open_tree, AT_FDCWD, argv[2], OPEN_TREE_CLONE);
+		/* Recursive: a clone of one mount is refused (ENOSYS) before the flags matter. */
+		int fd = syscall(SYS_open_tree, AT_FDCWD, argv[2], OPEN_TREE_CLONE | AT_RECURSIVE_FLAG);
 		if (report("open_tree", fd)) return 1;
 		struct attr a = { .clr = ATTR_RDONLY };
 		int rc = report("setattr-clone-rw", syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &a, sizeof a));
