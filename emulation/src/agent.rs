@@ -255,6 +255,37 @@ fn makes_writable(fd: &OwnedFd, host_proc: &OwnedFd, protected: &Protected) -> R
     })
 }
 
+/// Whether mount `id` is mounted on a procfs or sysfs, per the agent's mountinfo (the
+/// caller's namespace); one it does not list (detached) counts as such.
+fn over_proc_or_sys(host_proc: &OwnedFd, id: u64) -> Result<bool, Errno> {
+    let fd = openat(
+        Some(host_proc.as_raw_fd()),
+        "self/mountinfo",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: fresh fd from openat, owned by the File from here.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(|_| Errno::EIO)?;
+    let entry = |want: u64| {
+        text.lines().find_map(|line| {
+            let mut fields = line.split(' ');
+            let this: u64 = fields.next()?.parse().ok()?;
+            let parent: u64 = fields.next()?.parse().ok()?;
+            let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
+            (this == want).then_some((parent, fstype))
+        })
+    };
+    let Some((parent, _)) = entry(id) else {
+        return Ok(true);
+    };
+    Ok(match entry(parent) {
+        Some((_, fstype)) => fstype == "proc" || fstype == "sysfs",
+        None => true,
+    })
+}
+
 /// The file system (device) and the directory of it that mount `id` shows, from the agent's
 /// mountinfo (the caller's namespace).
 fn mount_source(host_proc: &OwnedFd, id: u64) -> Result<Option<(u64, String)>, Errno> {
@@ -368,8 +399,17 @@ fn perform(
     joined: &mut Joined,
 ) -> Result<Option<OwnedFd>, Errno> {
     let mount_ns = fstat(fds[0].as_raw_fd())?.st_ino;
+    // A copy of a mask or read-only path (`mount --rbind /proc /x` in the first namespace has
+    // other mount IDs) is pinned too: a mount of a pinned root over a procfs or sysfs file.
     let pinned = |fd: &OwnedFd| -> Result<bool, Errno> {
-        Ok(protected.is_pinned(key(fd)?, mount_id(fd)?, mount_ns))
+        let (k, id) = (key(fd)?, mount_id(fd)?);
+        if protected.is_pinned(k, id, mount_ns) {
+            return Ok(true);
+        }
+        if protected.pinned.iter().any(|(pinned, _)| *pinned == k) {
+            return over_proc_or_sys(host_proc, id);
+        }
+        Ok(false)
     };
     // Entering a mount namespace is the costly step: skip it when the last request was there.
     if *joined_ns != Some(mount_ns) {

@@ -940,7 +940,11 @@ pub fn measure(
         if mountpoint == "/" {
             protected.root = Some(k);
         }
-        if pinned_targets.contains(&mountpoint.as_str()) || source.is_some() {
+        // The read-only paths of /proc and /sys too: unmounting one shows the writable file
+        // system under it.
+        let read_only_path = flags & MS_RDONLY != 0
+            && (mountpoint.starts_with("/proc/") || mountpoint.starts_with("/sys/"));
+        if pinned_targets.contains(&mountpoint.as_str()) || source.is_some() || read_only_path {
             protected.pinned.push((k, mount_id));
         }
         if source.is_some() {

@@ -383,7 +383,8 @@ fn a_read_only_rootfs_stays_read_only_through_binds_and_clones() {
 }
 
 /// A read-only path of the spec (/proc/sys, made read-only inside the container) stays
-/// read-only through a bind of a subdirectory and through clones.
+/// read-only through a bind of a subdirectory and through clones, and neither it nor a masked
+/// path can be unmounted from a copy of /proc.
 #[test]
 fn a_read_only_path_stays_read_only_through_a_bind_of_a_subdirectory() {
     let probe = probe_mount();
@@ -393,6 +394,10 @@ fn a_read_only_path_stays_read_only_through_a_bind_of_a_subdirectory() {
             /probe/probe setattr-clear-ro /k; }; \
         /probe/probe clone-attach-rw /proc/sys/vm /c; \
         /probe/probe setattr-clear-ro /proc/sys; \
+        umount /proc/sys 2>/dev/null && echo BAD_RO_PATH_UNMOUNTED_FIRST; \
+        mkdir -p /mq; mount --rbind /proc /mq && { umount /mq/sys 2>/dev/null && echo BAD_RO_PATH_UNMOUNTED; \
+            umount /mq/timer_list 2>/dev/null && echo BAD_MASK_UNMOUNTED; \
+            umount -l /mq/kcore 2>/dev/null && echo BAD_MASK_DETACHED; }; \
         grep -E ' /(k|c|proc/sys) ' /proc/self/mountinfo | grep -v ' ro,' | sed 's/^/BAD_RW_MOUNT /'; \
         echo done";
     let r = run(
