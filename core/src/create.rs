@@ -312,6 +312,17 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
                 .map_err(|e| CreateError::Libcontainer(e.to_string()))?,
         );
     }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        let destinations: Vec<(PathBuf, bool)> = mounts
+            .iter()
+            .map(|m| (m.destination().clone(), mount_point_is_dir(m)))
+            .collect();
+        crate::rootfs::seal_read_only(
+            &rootfs,
+            &crate::rootfs::mount_points_on_root(&destinations),
+            block.first,
+        )?;
+    }
     spec.set_mounts(Some(mounts));
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_path(rootfs);
@@ -333,6 +344,10 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     .with_console_socket(req.stdio.console_socket.as_ref())
     .validate_id()
     .map_err(|e| CreateError::Libcontainer(e.to_string()))?;
+    // Inherited by the container's init and everything it starts.
+    crate::unseen::refuse_unsupervised_mount_syscalls().map_err(io(
+        "install the filter for mount syscalls the supervisor cannot trap",
+    ))?;
     // On a hybrid host libcontainer places the container in the v1 controllers only; the
     // helper enters the container's cgroup in the other hierarchies first, so that the
     // container inherits it and its cgroup namespace is rooted at its own cgroup everywhere.
@@ -395,6 +410,20 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         block: block.first,
         supervised,
     })
+}
+
+/// Whether the runtime makes a directory (not a file) as `m`'s mount point: a bind of a file
+/// needs a file, everything else a directory.
+fn mount_point_is_dir(m: &libcontainer::oci_spec::runtime::Mount) -> bool {
+    let bind = m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind");
+    match (bind, m.source()) {
+        (true, Some(source)) => source.is_dir(),
+        _ => true,
+    }
 }
 
 /// A network namespace the spec joins that is owned by the host's user namespace (containerd's

@@ -353,6 +353,9 @@ fn become_process(target: Target) -> String {
         let mut supervisor = supervisor;
         let mut load_seccomp = || -> Result<(), String> {
             let supervisor = supervisor.take();
+            // As the init has it (see create): mount syscalls no profile can name.
+            crate::unseen::refuse_unsupervised_mount_syscalls()
+                .map_err(|e| format!("seccomp: {e}"))?;
             if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
                 let notify = libcontainer::seccomp::initialize_seccomp(seccomp)
                     .map_err(|e| format!("seccomp: {e}"))?;

@@ -15,6 +15,7 @@ pub mod mountinfo;
 pub mod ops;
 pub mod resolve;
 pub mod rootfs;
+pub mod unseen;
 
 pub use create::{create, CreateError, CreateRequest, Created, Stdio};
 pub use exec::{exec, ExecRequest};

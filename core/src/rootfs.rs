@@ -7,11 +7,15 @@
 use crate::idmap::{attach, cvt, idmapped_clone, idmapped_clone_single, IdmapUserNs, LockedFlags};
 use crate::resolve::open_path;
 use eci_policy::IdBlock;
-use nix::mount::{umount2, MntFlags};
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use nix::unistd::{chown, Gid, Uid};
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// One mount of the rootfs as containerd describes it.
@@ -518,6 +522,137 @@ fn overlay_options_at<'a>(mountinfo: &'a str, root: &Path) -> Option<&'a str> {
         .map(|e| e.super_options)
 }
 
+/// Make a `--read-only` root file system read-only here, in the host's mount namespace, before
+/// the container's is copied from it: the kernel then locks the flag in the copy
+/// (MNT_LOCK_READONLY), and no bind, remount, mount_setattr or clone inside the container can
+/// clear it. A read-only root made inside the container's own namespace (as libcontainer does)
+/// is not locked. The mount points the container's mounts need on the root file system are
+/// made first, owned by the container's root, as a runtime does before it remounts read-only.
+/// `mount_points` are (destination in the container, whether it is a directory).
+pub fn seal_read_only(
+    rootfs: &Path,
+    mount_points: &[(PathBuf, bool)],
+    owner: u32,
+) -> Result<(), RootfsError> {
+    let root = open_dir(rootfs).map_err(io_err("open", rootfs))?;
+    for (dest, dir) in mount_points {
+        make_mount_point(&root, dest, *dir, owner).map_err(io_err("create mount point", dest))?;
+    }
+    mount(
+        None::<&str>,
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| io_err("make read-only", rootfs)(e.into()))
+}
+
+/// The mount points of `destinations` (in mount order, with whether each is a directory) that
+/// lie on the root file system itself: one inside an earlier mount is made in that mount.
+pub fn mount_points_on_root(destinations: &[(PathBuf, bool)]) -> Vec<(PathBuf, bool)> {
+    let mut on_root = Vec::new();
+    for (i, (dest, dir)) in destinations.iter().enumerate() {
+        let inside_earlier = destinations[..i]
+            .iter()
+            .any(|(earlier, _)| dest != earlier && dest.starts_with(earlier));
+        if !inside_earlier && dest != Path::new("/") {
+            on_root.push((dest.clone(), *dir));
+        }
+    }
+    on_root
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: fresh fd from open.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `path` resolved inside `root` as the container will (symlinks and `..` stay in it).
+fn open_in_root(root: &OwnedFd, path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: open_how is plain data.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 with our NUL-terminated path and open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd from openat2.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Make `dest` (and missing parents) inside `root`, owned by `owner`; what exists is left.
+fn make_mount_point(root: &OwnedFd, dest: &Path, dir: bool, owner: u32) -> io::Result<()> {
+    let rel = dest.strip_prefix("/").unwrap_or(dest);
+    let parts: Vec<_> = rel.components().collect();
+    let mut at = PathBuf::new();
+    for (i, part) in parts.iter().enumerate() {
+        let parent = if at.as_os_str().is_empty() {
+            open_in_root(root, Path::new("."))?
+        } else {
+            open_in_root(root, &at)?
+        };
+        at.push(part);
+        match open_in_root(root, &at) {
+            Ok(_) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        let name = part.as_os_str();
+        let last = i + 1 == parts.len();
+        let made = if last && !dir {
+            nix::fcntl::openat(
+                Some(parent.as_raw_fd()),
+                name,
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_WRONLY
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            // SAFETY: fresh fd from openat, closed at once.
+            .map(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }))
+        } else {
+            nix::sys::stat::mkdirat(
+                Some(parent.as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(0o755),
+            )
+        };
+        match made {
+            Ok(()) => {}
+            // A dangling symlink: the runtime reports it when it mounts there.
+            Err(nix::errno::Errno::EEXIST) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        nix::unistd::fchownat(
+            Some(parent.as_raw_fd()),
+            name,
+            Some(Uid::from_raw(owner)),
+            Some(Gid::from_raw(owner)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+    }
+    Ok(())
+}
+
 /// Unmount everything at `target` (the rootfs, possibly stacked).
 pub fn unmount_all(target: &Path) {
     while umount2(target, MntFlags::MNT_DETACH).is_ok() {}
@@ -589,6 +724,31 @@ mod tests {
                 "{upper} {work}"
             );
         }
+    }
+
+    #[test]
+    fn only_mount_points_on_the_root_are_made_there() {
+        let d = |p: &str, dir: bool| (PathBuf::from(p), dir);
+        let dests = [
+            d("/proc", true),
+            d("/dev", true),
+            d("/dev/pts", true),
+            d("/etc/hosts", false),
+            d("/proc/uptime", false),
+            d("/data", true),
+            d("/data", true),
+            d("/", true),
+        ];
+        assert_eq!(
+            mount_points_on_root(&dests),
+            [
+                d("/proc", true),
+                d("/dev", true),
+                d("/etc/hosts", false),
+                d("/data", true),
+                d("/data", true)
+            ]
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! operation then uses that same fd, so nothing can change between the check and the use.
 
 use crate::mountops::{
-    own_fd_link, MountKey, Op, Protected, Request, KEPT_FLAGS, MOVE_MOUNT_F_EMPTY_PATH,
-    MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
+    own_fd_link, own_proc_path, MountKey, Op, Protected, Request, KEPT_FLAGS,
+    MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
 };
 use crate::newmount::{Joined, NewMount};
 use nix::errno::Errno;
@@ -15,12 +15,28 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::stat::{fstat, Mode};
 use std::ffi::CString;
-use std::io::{IoSliceMut, Write};
+use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const AT_RECURSIVE: u32 = 0x8000;
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+const SYSFS_MAGIC: i64 = 0x6265_6572;
+
+/// A copy of one mount (a non-recursive bind or clone) of a directory of a procfs or sysfs
+/// would leave the emulated files and masks mounted below it behind and show what they hide:
+/// EINVAL, as the kernel answers for a mount with locked submounts. A single file has nothing
+/// mounted below it.
+fn refuse_partial_copy(source: &OwnedFd) -> Result<(), Errno> {
+    let magic = nix::sys::statfs::fstatfs(source)?.filesystem_type().0 as i64;
+    let dir = fstat(source.as_raw_fd())?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    if dir && (magic == PROC_SUPER_MAGIC || magic == SYSFS_MAGIC) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
 
 /// `containerd-shim-eci-v2 agent INIT_PID PROTECTED_JSON`, with the supervisor's socket as fd 0.
 pub fn main(args: &[String]) -> i32 {
@@ -80,14 +96,18 @@ pub fn main(args: &[String]) -> i32 {
     0
 }
 
+/// The largest request the supervisor sends (two paths of PATH_MAX and a page of mount data,
+/// JSON-escaped, fit many times over); a longer one ends the connection.
+pub const MAX_REQUEST: usize = 256 * 1024;
+
 fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; MAX_REQUEST + 4];
     let mut joined_ns = None;
     let mut joined = Joined::default();
     let mut protected = protected.clone();
     loop {
         let mut cmsg = nix::cmsg_space!([RawFd; 16]);
-        let (len, fds) = {
+        let (mut len, fds) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let Ok(msg) = recvmsg::<()>(
                 sock.as_raw_fd(),
@@ -115,24 +135,46 @@ fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
         if len == 0 {
             return;
         }
-        let errno = match serde_json::from_slice::<Request>(&buf[..len]) {
-            Ok(req) if fds.len() >= 3 => {
-                match perform(
-                    &req.op,
-                    req.caller,
-                    &fds,
-                    host_proc,
-                    &mut protected,
-                    &mut joined_ns,
-                    &mut joined,
-                ) {
-                    Ok(()) => 0,
-                    Err(e) => e as i32,
-                }
+        // A request is its length (u32) and its body: a stream may deliver it in pieces.
+        while len < 4 {
+            match std::io::Read::read(&mut sock, &mut buf[len..4]) {
+                Ok(n) if n > 0 => len += n,
+                _ => return,
             }
-            _ => Errno::EINVAL as i32,
+        }
+        let size = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+        if size > MAX_REQUEST || len > 4 + size {
+            return;
+        }
+        if std::io::Read::read_exact(&mut sock, &mut buf[len..4 + size]).is_err() {
+            return;
+        }
+        let answer = match serde_json::from_slice::<Request>(&buf[4..4 + size]) {
+            Ok(req) if fds.len() >= 3 => perform(
+                &req.op,
+                req.caller,
+                &fds,
+                host_proc,
+                &mut protected,
+                &mut joined_ns,
+                &mut joined,
+            ),
+            _ => Err(Errno::EINVAL),
         };
-        if sock.write_all(&errno.to_ne_bytes()).is_err() {
+        let (errno, fd) = match answer {
+            Ok(fd) => (0, fd),
+            Err(e) => (e as i32, None),
+        };
+        let raw: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
+        let sent = nix::sys::socket::sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[std::io::IoSlice::new(&errno.to_ne_bytes())],
+            if raw.is_empty() { &[] } else { &cmsgs },
+            MsgFlags::empty(),
+            None,
+        );
+        if sent.is_err() {
             return;
         }
     }
@@ -163,7 +205,7 @@ pub(crate) fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
 }
 
 /// Whether `fd` is the root of its mount.
-fn is_mount_root(fd: &OwnedFd) -> Result<bool, Errno> {
+pub(crate) fn is_mount_root(fd: &OwnedFd) -> Result<bool, Errno> {
     let stx = statx_mount(fd)?;
     Ok(
         stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
@@ -212,6 +254,105 @@ fn is_old_root(
     Ok(parent_mount(host_proc, mount_id(target)?)? == Some(root_mount))
 }
 
+/// Whether making the read-only mount `fd` is on writable would make writable a directory that
+/// was read-only at start: the mount is a bind or clone of (a directory below) a mount that
+/// was read-only then. Writable mounts (nothing to clear) pass.
+fn makes_writable(fd: &OwnedFd, host_proc: &OwnedFd, protected: &Protected) -> Result<bool, Errno> {
+    if !nix::sys::statvfs::fstatvfs(fd)?
+        .flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+    {
+        return Ok(false);
+    }
+    let id = mount_id(fd)?;
+    Ok(match mount_source(host_proc, id)? {
+        Some((dev, root)) => protected.within_read_only(dev, Some(&root)),
+        // Not in the caller's namespace (a detached clone): judged by its file system alone.
+        None => protected.within_read_only(fstat(fd.as_raw_fd())?.st_dev, None),
+    })
+}
+
+/// Whether mount `id` is mounted on a procfs or sysfs, per the agent's mountinfo (the
+/// caller's namespace); one it does not list (detached) counts as such.
+fn over_proc_or_sys(host_proc: &OwnedFd, id: u64) -> Result<bool, Errno> {
+    let fd = openat(
+        Some(host_proc.as_raw_fd()),
+        "self/mountinfo",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: fresh fd from openat, owned by the File from here.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(|_| Errno::EIO)?;
+    let entry = |want: u64| {
+        text.lines().find_map(|line| {
+            let mut fields = line.split(' ');
+            let this: u64 = fields.next()?.parse().ok()?;
+            let parent: u64 = fields.next()?.parse().ok()?;
+            let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
+            (this == want).then_some((parent, fstype))
+        })
+    };
+    let Some((parent, _)) = entry(id) else {
+        return Ok(true);
+    };
+    Ok(match entry(parent) {
+        Some((_, fstype)) => fstype == "proc" || fstype == "sysfs",
+        None => true,
+    })
+}
+
+/// The file system (device) and the directory of it that mount `id` shows, from the agent's
+/// mountinfo (the caller's namespace).
+fn mount_source(host_proc: &OwnedFd, id: u64) -> Result<Option<(u64, String)>, Errno> {
+    let fd = openat(
+        Some(host_proc.as_raw_fd()),
+        "self/mountinfo",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: fresh fd from openat, owned by the File from here.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(|_| Errno::EIO)?;
+    Ok(text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.first()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        Some((
+            crate::mountops::parse_dev(fields.get(2)?)?,
+            crate::mountops::unescape(fields.get(3)?),
+        ))
+    }))
+}
+
+/// Remount options with `uid=`/`gid=` given as host IDs of the container's block (what
+/// /proc/mounts shows for a file system the container owns, and busybox's one-argument
+/// remount replays) turned into the container's own IDs: the kernel parses them in the
+/// container's user namespace, where the host's are unmapped (EINVAL).
+fn owner_ids_as_seen_inside(data: &str, host_proc: &OwnedFd) -> String {
+    let map = |name: &str| {
+        openat(
+            Some(host_proc.as_raw_fd()),
+            format!("self/{name}").as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .and_then(|fd| {
+            // SAFETY: fresh fd from openat, owned by the File from here.
+            let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut file, &mut text).ok()?;
+            Some(text)
+        })
+        .unwrap_or_default()
+    };
+    crate::mountops::owner_ids_inside(data, &map("uid_map"), &map("gid_map"))
+}
+
 pub(crate) fn key(fd: &OwnedFd) -> Result<MountKey, Errno> {
     let st = fstat(fd.as_raw_fd())?;
     Ok((st.st_dev, st.st_ino))
@@ -240,7 +381,12 @@ fn resolve_for(
         // The link itself, not followed, is no mount point.
         Some(_) if !follow => Err(Errno::EINVAL),
         Some(n) => resolve(host_proc.as_raw_fd(), &format!("{caller}/fd/{n}"), true),
-        None => resolve(dirfd, path, follow),
+        None => match own_proc_path(path) {
+            // Never above the caller's own directory of the host's /proc.
+            Some(rest) if rest.split('/').any(|c| c == "..") => Err(Errno::EACCES),
+            Some(rest) => resolve(host_proc.as_raw_fd(), &format!("{caller}/{rest}"), follow),
+            None => resolve(dirfd, path, follow),
+        },
     }
 }
 
@@ -268,10 +414,19 @@ fn perform(
     protected: &mut Protected,
     joined_ns: &mut Option<u64>,
     joined: &mut Joined,
-) -> Result<(), Errno> {
+) -> Result<Option<OwnedFd>, Errno> {
     let mount_ns = fstat(fds[0].as_raw_fd())?.st_ino;
+    // A copy of a mask or read-only path (`mount --rbind /proc /x` in the first namespace has
+    // other mount IDs) is pinned too: a mount of a pinned root over a procfs or sysfs file.
     let pinned = |fd: &OwnedFd| -> Result<bool, Errno> {
-        Ok(protected.is_pinned(key(fd)?, mount_id(fd)?, mount_ns))
+        let (k, id) = (key(fd)?, mount_id(fd)?);
+        if protected.is_pinned(k, id, mount_ns) {
+            return Ok(true);
+        }
+        if protected.pinned.iter().any(|(pinned, _)| *pinned == k) {
+            return over_proc_or_sys(host_proc, id);
+        }
+        Ok(false)
     };
     // Entering a mount namespace is the costly step: skip it when the last request was there.
     if *joined_ns != Some(mount_ns) {
@@ -292,7 +447,7 @@ fn perform(
             Ok(cwd)
         }
     };
-    match op {
+    let done: Result<(), Errno> = match op {
         Op::Mount {
             source,
             target,
@@ -339,9 +494,14 @@ fn perform(
             data,
         } => {
             let fd = resolve(cwd, target, true)?;
-            if protected.cleared(key(&fd)?, flags & KEPT_FLAGS) != 0 {
+            if protected.cleared(key(&fd)?, flags & KEPT_FLAGS) != 0
+                || (flags & libc::MS_RDONLY == 0 && makes_writable(&fd, host_proc, protected)?)
+            {
                 return Err(Errno::EPERM);
             }
+            let data = data
+                .as_deref()
+                .map(|d| owner_ids_as_seen_inside(d, host_proc));
             let path = fd_path(host_proc, &fd)?;
             nix::mount::mount(
                 None::<&str>,
@@ -394,7 +554,9 @@ fn perform(
                 .find(|(k, _)| Some(*k) == key(&fd).ok())
                 .map(|(_, f)| *f)
                 .unwrap_or(0);
-            if current & clears_kept != 0 {
+            if current & clears_kept != 0
+                || (attr_clr & MOUNT_ATTR_RDONLY != 0 && makes_writable(&fd, host_proc, protected)?)
+            {
                 return Err(Errno::EPERM);
             }
             let attr = [*attr_set, *attr_clr, *propagation, 0u64];
@@ -464,5 +626,25 @@ fn perform(
                 )
             })
         }
-    }
+
+        Op::Bind {
+            source,
+            target,
+            flags,
+        } => {
+            let from = resolve(cwd, source, true)?;
+            refuse_partial_copy(&from)?;
+            let to = resolve(cwd, target, true)?;
+            let from_path = fd_path(host_proc, &from)?;
+            let to_path = fd_path(host_proc, &to)?;
+            nix::mount::mount(
+                Some(from_path.as_c_str()),
+                to_path.as_c_str(),
+                None::<&str>,
+                nix::mount::MsFlags::from_bits_retain(*flags),
+                None::<&str>,
+            )
+        }
+    };
+    done.map(|()| None)
 }

@@ -52,13 +52,53 @@ pub struct Protected {
     /// The container's root file system, as mounted at `/` when it started.
     #[serde(default)]
     pub root: Option<MountKey>,
+    /// Every mount read-only at start, by file system and the directory of it the mount shows:
+    /// a mount of a directory below one of these (a bind of a subdirectory, a clone) is just
+    /// as read-only.
+    #[serde(default)]
+    pub read_only: Vec<ReadOnlyTree>,
+}
+
+/// A read-only mount present at start: its file system (`st_dev`) and the path, inside that
+/// file system, of the directory it shows (mountinfo's fourth field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOnlyTree {
+    pub dev: u64,
+    pub root: String,
+}
+
+/// Whether `path` is `dir` or lies below it (whole components).
+pub fn is_within(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    match path.strip_prefix(dir) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || dir.is_empty(),
+        None => false,
+    }
 }
 
 impl Protected {
+    /// Whether a mount with root `key` may not be unmounted or moved. An emulated file's root
+    /// is the shim's own FUSE inode: every mount of it, in every namespace and every copy of
+    /// /proc (`mount --rbind`, a recursive clone), is pinned. Other pinned roots are told
+    /// apart by mount ID in the first namespace (a second sysfs is the container's own).
     pub fn is_pinned(&self, key: MountKey, mount_id: u64, mount_ns: u64) -> bool {
-        self.pinned
-            .iter()
-            .any(|(k, id)| *k == key && (mount_ns != self.mount_ns || *id == mount_id))
+        self.emulated.iter().any(|(_, k)| *k == key)
+            || self
+                .pinned
+                .iter()
+                .any(|(k, id)| *k == key && (mount_ns != self.mount_ns || *id == mount_id))
+    }
+    /// Whether a mount of file system `dev` showing its directory `root` lies within a mount
+    /// that was read-only at start. `root` is None for a mount the caller's namespace does not
+    /// list (a detached clone): then any read-only mount of that file system counts.
+    pub fn within_read_only(&self, dev: u64, root: Option<&str>) -> bool {
+        self.read_only.iter().any(|t| {
+            t.dev == dev
+                && match root {
+                    Some(r) => is_within(r, &t.root),
+                    None => true,
+                }
+        })
     }
     /// The kept flags a change to `key` would clear, if it is a mount present at start.
     pub fn cleared(&self, key: MountKey, new_flags: u64) -> u64 {
@@ -105,6 +145,13 @@ pub enum Op {
         attr_clr: u64,
         propagation: u64,
     },
+    /// A bind of one mount (mount(2) with MS_BIND, no MS_REC): the copy leaves the source's
+    /// submounts behind, so a procfs or sysfs source is judged first.
+    Bind {
+        source: String,
+        target: String,
+        flags: u64,
+    },
     /// move_mount; `*_dirfd` says whether a dirfd (passed along) is used rather than the cwd.
     MoveMount {
         from_dirfd: bool,
@@ -137,6 +184,79 @@ pub fn own_fd_link(path: &str) -> Option<i32> {
     n.parse().ok()
 }
 
+/// A mountinfo `major:minor` field as a device number.
+pub fn parse_dev(field: &str) -> Option<u64> {
+    let (major, minor) = field.split_once(':')?;
+    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// A mountinfo path field with its octal escapes (`\040` for a space…) undone.
+pub fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |v, b| v.wrapping_mul(8) + (b - b'0')));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `uid=N`/`gid=N` options whose N is unmapped in the user namespace of `uid_map`/`gid_map`
+/// (their text, as /proc/self/uid_map shows them there) but is the host ID of one of its IDs,
+/// turned into that ID; everything else kept as is.
+pub fn owner_ids_inside(data: &str, uid_map: &str, gid_map: &str) -> String {
+    let inside = |map: &str, id: u64| -> Option<u64> {
+        let ranges: Vec<(u64, u64, u64)> = map
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace().map(|v| v.parse::<u64>().ok());
+                Some((f.next()??, f.next()??, f.next()??))
+            })
+            .collect();
+        if ranges.iter().any(|(i, _, n)| (*i..i + n).contains(&id)) {
+            return None;
+        }
+        ranges
+            .iter()
+            .find(|(_, o, n)| (*o..o + n).contains(&id))
+            .map(|(i, o, _)| i + (id - o))
+    };
+    data.split(',')
+        .map(|option| {
+            let translated =
+                [("uid=", uid_map), ("gid=", gid_map)]
+                    .iter()
+                    .find_map(|(prefix, map)| {
+                        let id = option.strip_prefix(prefix)?.parse::<u64>().ok()?;
+                        Some(format!("{prefix}{}", inside(map, id)?))
+                    });
+            translated.unwrap_or_else(|| option.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What follows `/proc/self/` or `/proc/thread-self/` in a path: those name the caller, which
+/// the agent reaches through the host's /proc by its tid (it is not in the caller's pid
+/// namespace, where `self` would name nothing).
+pub fn own_proc_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/proc/self/")
+        .or_else(|| path.strip_prefix("/proc/thread-self/"))
+        .filter(|rest| !rest.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +278,59 @@ mod tests {
         ] {
             assert_eq!(own_fd_link(p), None, "{p}");
         }
+    }
+
+    #[test]
+    fn within_is_by_whole_components() {
+        assert!(is_within("/sys/kernel", "/sys"));
+        assert!(is_within("/sys", "/sys"));
+        assert!(is_within("/etc", "/"));
+        assert!(is_within("/", "/"));
+        assert!(!is_within("/sysrq-trigger", "/sys"));
+        assert!(!is_within("/", "/sys"));
+        let p = Protected {
+            read_only: vec![ReadOnlyTree {
+                dev: 7,
+                root: "/sys".into(),
+            }],
+            ..Default::default()
+        };
+        assert!(p.within_read_only(7, Some("/sys/kernel")));
+        assert!(!p.within_read_only(7, Some("/self")));
+        assert!(p.within_read_only(7, None));
+        assert!(!p.within_read_only(8, None));
+    }
+
+    #[test]
+    fn owner_ids_of_the_block_become_the_containers() {
+        let map = "         0     100000      65536\n";
+        assert_eq!(
+            owner_ids_inside("rw,uid=100000,gid=100005,mode=755", map, map),
+            "rw,uid=0,gid=5,mode=755"
+        );
+        assert_eq!(
+            owner_ids_inside("uid=1000,gid=99999", map, map),
+            "uid=1000,gid=99999"
+        );
+        assert_eq!(owner_ids_inside("", map, map), "");
+    }
+
+    #[test]
+    fn mountinfo_fields_are_decoded() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/x\\04"), "/x\\04");
+        assert_eq!(parse_dev("0:53"), Some(libc::makedev(0, 53)));
+        assert_eq!(parse_dev("x"), None);
+    }
+
+    #[test]
+    fn own_proc_paths_are_the_callers() {
+        assert_eq!(own_proc_path("/proc/self/ns/net"), Some("ns/net"));
+        assert_eq!(own_proc_path("/proc/thread-self/fd/3"), Some("fd/3"));
+        assert_eq!(own_proc_path("/proc/self/"), None);
+        assert_eq!(own_proc_path("/proc/1/ns/net"), None);
+        assert_eq!(own_proc_path("proc/self/ns/net"), None);
     }
 
     #[test]

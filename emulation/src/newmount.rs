@@ -196,96 +196,97 @@ fn attributes(flags: u64) -> libc::c_uint {
 
 /// The emulated files under `prefix` as the process sees them now, cloned in its mount
 /// namespace (the kernel attaches a clone only in the namespace it came from), and those it
-/// cannot reach at all. One it reaches unemulated (a per-pid-namespace knob such as pid_max
-/// in a nested pid namespace) is its own already and needs no covering.
+/// cannot reach at all. What the process finds at an emulated file's place is one of three:
+/// the emulated file (cloned); a plain file of a procfs or sysfs with nothing mounted on it,
+/// which is the process's own (a per-pid-namespace knob such as pid_max seen from a nested
+/// pid namespace) and needs no covering; or anything else — a file mounted over the emulated
+/// one, a plain file of a chroot — which would leave the new instance showing the host's:
+/// EBUSY, until what covers the emulated file is unmounted.
 type Clone = (String, MountKey, OwnedFd);
-fn clone_emulated(protected: &Protected, prefix: &str) -> (Vec<Clone>, Vec<String>) {
+fn clone_emulated(protected: &Protected, prefix: &str) -> Result<(Vec<Clone>, Vec<String>), Errno> {
     let mut found = Vec::new();
     let mut unreachable = Vec::new();
+    let magic = if prefix == "/proc/" {
+        PROC_SUPER_MAGIC
+    } else {
+        SYSFS_MAGIC
+    };
     for (target, key) in &protected.emulated {
         let Some(rel) = target.strip_prefix(prefix) else {
             continue;
         };
-        let Ok(path) = cstring(target) else {
-            continue;
+        let seen = match nix::fcntl::open(
+            target.as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            // SAFETY: fresh fd from open.
+            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+            Err(_) => {
+                unreachable.push(rel.to_string());
+                continue;
+            }
         };
-        // SAFETY: open_tree on a NUL-terminated path; a new fd or -1.
+        if crate::agent::key(&seen).ok() != Some(*key) {
+            let plain = !crate::agent::is_mount_root(&seen)?
+                && nix::sys::statfs::fstatfs(&seen)?.filesystem_type().0 as i64 == magic;
+            if plain {
+                continue;
+            }
+            return Err(Errno::EBUSY);
+        }
+        // SAFETY: open_tree on our fd with an empty path; a new fd or -1.
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+                seen.as_raw_fd(),
+                c"".as_ptr(),
+                OPEN_TREE_CLONE
+                    | libc::AT_EMPTY_PATH as libc::c_uint
+                    | libc::O_CLOEXEC as libc::c_uint,
             )
         };
         if fd < 0 {
-            unreachable.push(rel.to_string());
-            continue;
+            return Err(Errno::last());
         }
         // SAFETY: fresh fd from open_tree.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        if crate::agent::key(&fd).ok() == Some(*key) {
-            found.push((rel.to_string(), *key, fd));
-        }
+        found.push((rel.to_string(), *key, fd));
     }
-    (found, unreachable)
+    Ok((found, unreachable))
 }
 
 /// A procfs or sysfs with the emulated files bound in, built detached by a child of the agent
 /// in the process's pid namespace (a procfs shows the pid namespace of its maker, and some
-/// /proc/sys files are per pid namespace, so even finding the emulated ones needs it) and attached at the target last. The child
-/// reports the mounts it bound, which stay pinned.
+/// /proc/sys files are per pid namespace, so even finding the emulated ones needs it) and
+/// attached at the target last. The mounts it binds need no record: every mount of an emulated
+/// file is pinned by its root.
 fn emulated(
     m: &NewMount,
     prefix: &str,
     pid_ns: &OwnedFd,
-    protected: &mut Protected,
+    protected: &Protected,
 ) -> Result<(), Errno> {
     // Children of the agent are born in it (the agent itself stays where it is); entered for
     // a sysfs too, since the one of an earlier request may be gone, and fork fails there.
     setns(pid_ns.as_fd(), CloneFlags::CLONE_NEWPID)?;
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the agent is single-threaded; the child only makes syscalls and _exits.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {
-            drop(report_r);
-            let (clones, missing) = clone_emulated(protected, prefix);
-            let code = match build_and_attach(m, &clones, &missing) {
-                Ok(()) => {
-                    let mut report = Vec::new();
-                    for (_, key, fd) in &clones {
-                        let id = crate::agent::mount_id(fd).unwrap_or(0);
-                        for word in [key.0, key.1, id] {
-                            report.extend_from_slice(&word.to_ne_bytes());
-                        }
-                    }
-                    match nix::unistd::write(&report_w, &report) {
-                        Ok(n) if n == report.len() => 0,
-                        _ => Errno::EIO as i32,
-                    }
-                }
+            let code = match clone_emulated(protected, prefix)
+                .and_then(|(clones, missing)| build_and_attach(m, &clones, &missing))
+            {
+                Ok(()) => 0,
                 Err(e) => e as i32,
             };
             // SAFETY: _exit ends the child without running the parent's destructors.
             unsafe { libc::_exit(code) }
         }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(report_w);
-            let mut report = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut std::fs::File::from(report_r), &mut report);
-            match nix::sys::wait::waitpid(child, None)? {
-                nix::sys::wait::WaitStatus::Exited(_, 0) => {}
-                nix::sys::wait::WaitStatus::Exited(_, code) => return Err(Errno::from_raw(code)),
-                _ => return Err(Errno::EPERM),
-            }
-            for entry in report.chunks_exact(24) {
-                let word = |i: usize| {
-                    u64::from_ne_bytes(entry[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
-                };
-                protected.pinned.push(((word(0), word(1)), word(2)));
-            }
-            Ok(())
-        }
+        nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None)? {
+            nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+            nix::sys::wait::WaitStatus::Exited(_, code) => Err(Errno::from_raw(code)),
+            _ => Err(Errno::EPERM),
+        },
     }
 }
 
@@ -438,7 +439,7 @@ pub fn cover(tree: &OwnedFd, protected: &mut Protected) -> Result<(), Errno> {
     if r < 0 || stx.stx_attributes & STATX_ATTR_MOUNT_ROOT == 0 {
         return Ok(());
     }
-    let (clones, unreachable) = clone_emulated(protected, prefix);
+    let (clones, unreachable) = clone_emulated(protected, prefix)?;
     let covered = clones.iter().any(|(rel, key, _)| {
         nix::fcntl::openat(
             Some(tree.as_raw_fd()),
@@ -453,11 +454,9 @@ pub fn cover(tree: &OwnedFd, protected: &mut Protected) -> Result<(), Errno> {
     if covered {
         return Ok(());
     }
-    attach_emulated(tree, &clones, &unreachable)?;
-    for (_, key, fd) in &clones {
-        protected.pinned.push((*key, crate::agent::mount_id(fd)?));
-    }
-    Ok(())
+    // Every mount of an emulated file is pinned by its root (Protected::is_pinned): nothing
+    // to record, so covering many file systems grows nothing.
+    attach_emulated(tree, &clones, &unreachable)
 }
 
 #[cfg(test)]

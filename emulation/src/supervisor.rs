@@ -32,6 +32,8 @@ const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 const MS_REMOUNT: u64 = libc::MS_REMOUNT;
 const MS_MOVE: u64 = libc::MS_MOVE;
 const MS_BIND: u64 = libc::MS_BIND;
+const MS_REC: u64 = libc::MS_REC;
+const OPEN_TREE_CLONE: u64 = 1;
 const MS_PROPAGATION: u64 =
     libc::MS_SHARED | libc::MS_PRIVATE | libc::MS_SLAVE | libc::MS_UNBINDABLE;
 
@@ -445,9 +447,20 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
                     },
                     vec![],
                 )
+            } else if flags & MS_BIND != 0 && flags & MS_REC == 0 {
+                // A bind of one mount leaves its submounts behind: of a procfs directory, it
+                // would show what the emulated files hide. Judged on the source, performed.
+                Verdict::Perform(
+                    Op::Bind {
+                        source: read_str(pid, a[0])?,
+                        target: read_str(pid, a[1])?,
+                        flags,
+                    },
+                    vec![],
+                )
             } else if flags & (MS_BIND | MS_PROPAGATION) != 0 {
-                // A bind (clones keep the kernel's locks and this supervisor's flags) or a
-                // propagation change: decided on flags alone.
+                // A recursive bind (copies keep the kernel's locks, the submounts and this
+                // supervisor's pins) or a propagation change: decided on flags alone.
                 Verdict::Continue
             } else if flags & MS_MOVE != 0 {
                 Verdict::Perform(
@@ -527,9 +540,21 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
                 dirfds,
             )
         }
-        libc::SYS_open_tree | libc::SYS_fsopen | libc::SYS_fsconfig | libc::SYS_fsmount => {
-            Verdict::Continue
+        // A clone of one mount leaves its submounts behind (of /proc: the emulated files), and
+        // a new file system context becomes a mount readable through its fd before it is ever
+        // attached. Both give an O_PATH fd, which the supervisor cannot place in the caller's
+        // table (SECCOMP_IOCTL_NOTIF_ADDFD takes no O_PATH file), so they cannot be performed
+        // for it: ENOSYS, decided on the syscall number and flags alone, as on a kernel before
+        // the new mount API (5.2). util-linux and crun fall back to mount(2), which the agent
+        // performs. A recursive clone keeps every submount, pinned, and an open_tree without
+        // a clone makes no mount: those go on.
+        libc::SYS_open_tree
+            if a[2] & OPEN_TREE_CLONE != 0 && a[2] & libc::AT_RECURSIVE as u64 == 0 =>
+        {
+            Verdict::Fail(Errno::ENOSYS)
         }
+        libc::SYS_open_tree => Verdict::Continue,
+        libc::SYS_fsopen | libc::SYS_fsconfig | libc::SYS_fsmount => Verdict::Fail(Errno::ENOSYS),
         // Another process's mask is the kernel's answer; the caller's own is the CPU view.
         libc::SYS_sched_getaffinity if a[0] != 0 => Verdict::Continue,
         libc::SYS_sched_getaffinity => Verdict::Affinity {
@@ -617,7 +642,7 @@ fn perform(
     op: Op,
     dirfds: &[i32],
     agent: &mut Agent,
-) -> Result<(), Errno> {
+) -> Result<Option<OwnedFd>, Errno> {
     // handle_one sends only processes of the container's own user namespace here, where the
     // agent holds all capabilities; a caller without CAP_SYS_ADMIN gets EPERM, as from the kernel.
     if !has_cap_sys_admin(pid) {
@@ -663,23 +688,56 @@ fn perform(
         return Err(Errno::ESRCH);
     }
     let body = serde_json::to_vec(&Request { op, caller: pid }).map_err(|_| Errno::EINVAL)?;
+    if body.len() > crate::agent::MAX_REQUEST {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    // Length first: the agent reads exactly one request, however the stream splits it.
+    let mut framed = (body.len() as u32).to_ne_bytes().to_vec();
+    framed.extend_from_slice(&body);
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let exchange = |conn: &mut UnixStream| -> std::io::Result<i32> {
-        nix::sys::socket::sendmsg::<()>(
+    let exchange = |conn: &mut UnixStream| -> std::io::Result<(i32, Option<OwnedFd>)> {
+        let mut sent = nix::sys::socket::sendmsg::<()>(
             conn.as_raw_fd(),
-            &[std::io::IoSlice::new(&body)],
+            &[std::io::IoSlice::new(&framed)],
             &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
             nix::sys::socket::MsgFlags::empty(),
             None,
         )?;
+        while sent < framed.len() {
+            sent += std::io::Write::write(conn, &framed[sent..])?;
+        }
         let mut answer = [0u8; 4];
-        conn.read_exact(&mut answer)?;
-        Ok(i32::from_ne_bytes(answer))
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let (got, new) = {
+            let mut iov = [std::io::IoSliceMut::new(&mut answer)];
+            let msg = nix::sys::socket::recvmsg::<()>(
+                conn.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
+            let mut new = None;
+            for c in msg.cmsgs().into_iter().flatten() {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                    for f in fds {
+                        // SAFETY: the kernel installed this fd for us via SCM_RIGHTS.
+                        let f = unsafe { OwnedFd::from_raw_fd(f) };
+                        new.get_or_insert(f);
+                    }
+                }
+            }
+            (msg.bytes, new)
+        };
+        if got == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        conn.read_exact(&mut answer[got..])?;
+        Ok((i32::from_ne_bytes(answer), new))
     };
     let answer = agent.exchange(exchange)?;
     match answer {
-        Ok(0) => Ok(()),
-        Ok(e) => Err(Errno::from_raw(e)),
+        Ok((0, new)) => Ok(new),
+        Ok((e, _)) => Err(Errno::from_raw(e)),
         Err(_) => {
             // A dead agent refuses (and is started again on the next request).
             agent.conn = None;
@@ -892,6 +950,17 @@ pub fn measure(
                 _ => 0,
             };
         }
+        if flags & MS_RDONLY != 0 {
+            if let (Some(dev), Some(root)) = (
+                fields.get(2).and_then(|d| crate::mountops::parse_dev(d)),
+                fields.get(3),
+            ) {
+                protected.read_only.push(crate::mountops::ReadOnlyTree {
+                    dev,
+                    root: crate::mountops::unescape(root),
+                });
+            }
+        }
         let mountpoint = mountpoint.replace("\\040", " ");
         let source = emulated.iter().find(|(target, _)| *target == mountpoint);
         let key = match source {
@@ -905,7 +974,11 @@ pub fn measure(
         if mountpoint == "/" {
             protected.root = Some(k);
         }
-        if pinned_targets.contains(&mountpoint.as_str()) || source.is_some() {
+        // The read-only paths of /proc and /sys too: unmounting one shows the writable file
+        // system under it.
+        let read_only_path = flags & MS_RDONLY != 0
+            && (mountpoint.starts_with("/proc/") || mountpoint.starts_with("/sys/"));
+        if pinned_targets.contains(&mountpoint.as_str()) || source.is_some() || read_only_path {
             protected.pinned.push((k, mount_id));
         }
         if source.is_some() {

@@ -1,6 +1,6 @@
 /* Probes run inside test and benchmark containers (static, so any image can run it).
  *   probe setattr-clear-ro PATH     mount_setattr clearing MOUNT_ATTR_RDONLY
- *   probe clone-attach-rw SRC DST   open_tree clone, clear RDONLY, move_mount to DST
+ *   probe clone-attach-rw SRC DST   open_tree recursive clone, clear RDONLY, move_mount to DST
  *   probe fspick PATH               fspick (reconfigure a superblock)
  *   probe move PATH DST             move_mount of an attached mount
  *   probe bpf-next-map x            BPF_MAP_GET_NEXT_ID (enumerate the host's BPF maps)
@@ -13,6 +13,11 @@
  *   probe watch-exec SECONDS        for SECONDS, PTRACE_SEIZE every new pid of the pid namespace
  *                                   (ns_last_pid) and count those seized while their uid is
  *                                   the overflow uid (host root seen from the container)
+ *   probe open-tree-read SRC FILE [r]  open_tree clone of SRC ([r]: AT_RECURSIVE), then read the
+ *                                   first line of FILE inside the detached copy
+ *   probe open-tree-attr-read SRC FILE  the same with open_tree_attr (clone, RDONLY cleared)
+ *   probe open-tree-attr-rw SRC DST open_tree_attr clone clearing RDONLY, move_mount to DST
+ *   probe fsmount-read TYPE FILE    fsopen/fsmount TYPE, then read FILE in the detached mount
  *   probe read-bench N FILE [GAP]   N x open+read+close: p50/p99 us, reads/s; with GAP,
  *                                   GAP us of sleep before each (no read finds a warm cache)
  */
@@ -41,6 +46,26 @@ struct attr { uint64_t set, clr, propagation, userns_fd; };
 static int report(const char *what, long r) {
 	if (r < 0) { printf("%s: errno=%s\n", what, strerrorname_np(errno)); return 1; }
 	printf("%s: ok\n", what);
+	return 0;
+}
+
+#ifndef SYS_open_tree_attr
+#define SYS_open_tree_attr 467
+#endif
+#define AT_RECURSIVE_FLAG 0x8000
+
+/* Print what a detached tree shows at FILE (first line), or the errno. */
+static int read_in(const char *what, int tree, const char *file) {
+	int fd = openat(tree, file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return report(what, -1);
+	char buf[256];
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n < 0) return report(what, -1);
+	buf[n] = 0;
+	char *nl = strchr(buf, '\n');
+	if (nl) *nl = 0;
+	printf("%s: read %s\n", what, buf);
 	return 0;
 }
 
@@ -114,7 +139,8 @@ int main(int argc, char **argv) {
 		return report(cmd, syscall(SYS_mount_setattr, AT_FDCWD, argv[2], 0, &a, sizeof a));
 	}
 	if (!strcmp(cmd, "clone-attach-rw") && argc > 3) {
-		int fd = syscall(SYS_open_tree, AT_FDCWD, argv[2], OPEN_TREE_CLONE);
+		/* Recursive: a clone of one mount is refused (ENOSYS) before the flags matter. */
+		int fd = syscall(SYS_open_tree, AT_FDCWD, argv[2], OPEN_TREE_CLONE | AT_RECURSIVE_FLAG);
 		if (report("open_tree", fd)) return 1;
 		struct attr a = { .clr = ATTR_RDONLY };
 		int rc = report("setattr-clone-rw", syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &a, sizeof a));
@@ -128,6 +154,33 @@ int main(int argc, char **argv) {
 		int mnt = syscall(SYS_fsmount, fs, 0, 0);
 		if (report("fsmount", mnt)) return 1;
 		return report("move_mount", syscall(SYS_move_mount, mnt, "", AT_FDCWD, argv[2], F_EMPTY));
+	}
+	if (!strcmp(cmd, "open-tree-read") && argc > 3) {
+		unsigned flags = OPEN_TREE_CLONE | O_CLOEXEC;
+		if (argc > 4 && !strcmp(argv[4], "r")) flags |= AT_RECURSIVE_FLAG;
+		int fd = syscall(SYS_open_tree, AT_FDCWD, argv[2], flags);
+		if (report("open_tree", fd)) return 1;
+		return read_in(cmd, fd, argv[3]);
+	}
+	if (!strcmp(cmd, "open-tree-attr-read") && argc > 3) {
+		struct attr a = { .clr = ATTR_RDONLY };
+		int fd = syscall(SYS_open_tree_attr, AT_FDCWD, argv[2], OPEN_TREE_CLONE | O_CLOEXEC, &a, sizeof a);
+		if (report("open_tree_attr", fd)) return 1;
+		return read_in(cmd, fd, argv[3]);
+	}
+	if (!strcmp(cmd, "open-tree-attr-rw") && argc > 3) {
+		struct attr a = { .clr = ATTR_RDONLY };
+		int fd = syscall(SYS_open_tree_attr, AT_FDCWD, argv[2], OPEN_TREE_CLONE | O_CLOEXEC, &a, sizeof a);
+		if (report("open_tree_attr", fd)) return 1;
+		return report("move_mount", syscall(SYS_move_mount, fd, "", AT_FDCWD, argv[3], F_EMPTY));
+	}
+	if (!strcmp(cmd, "fsmount-read") && argc > 3) {
+		int fs = syscall(SYS_fsopen, argv[2], 0);
+		if (report("fsopen", fs)) return 1;
+		if (report("fsconfig", syscall(SYS_fsconfig, fs, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0))) return 1;
+		int mnt = syscall(SYS_fsmount, fs, 0, 0);
+		if (report("fsmount", mnt)) return 1;
+		return read_in(cmd, mnt, argv[3]);
 	}
 	if (!strcmp(cmd, "bpf-next-map")) {
 		union { struct { uint32_t start_id, next_id; } id; char pad[128]; } attr;

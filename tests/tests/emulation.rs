@@ -147,11 +147,11 @@ fn a_procfs_or_sysfs_the_container_mounts_gets_the_emulation() {
     let script = "echo 9 > /proc/sys/kernel/panic; mkdir -p /p /q /s /t; \
         mount -t proc proc /p && echo legacy $(cut -d' ' -f1 /p/uptime) $(cat /p/sys/kernel/panic); \
         unshare -p -f -m --mount-proc sh -c 'echo nested $(cut -d\" \" -f1 /proc/uptime) $(cat /proc/1/comm) $(wc -l < /proc/swaps)'; \
-        /probe/probe fsmount-proc /q >/dev/null && echo new-api $(cut -d' ' -f1 /q/uptime); \
+        /probe/probe fsmount-proc /q; \
         mount -t sysfs sysfs /s && echo sysfs $(cat /s/devices/system/cpu/online); \
         umount /p/uptime 2>/dev/null || echo bind-pinned; \
         mount -t tmpfs -o size=1m t /t && touch /t/f && echo tmpfs ok; \
-        umount /p && umount /q && umount /s && umount /t && echo unmounted";
+        umount /p && umount /s && umount /t && echo unmounted";
     let r = run(
         &name("newproc"),
         &["--privileged", "--cpus", "1", "--mount", &probe],
@@ -173,7 +173,9 @@ fn a_procfs_or_sysfs_the_container_mounts_gets_the_emulation() {
     let nested = fields("nested ");
     assert!(small(&nested[0]), "{nested:?}");
     assert_eq!(&nested[1..], ["sh", "1"], "new pid namespace, no host swap");
-    assert!(small(&fields("new-api ")[0]));
+    // The new mount API answers ENOSYS (its mount fds cannot be performed for the caller);
+    // util-linux falls back to mount(2).
+    assert!(r.stdout.contains("fsopen: errno=ENOSYS"), "{}", r.stdout);
     assert_eq!(fields("sysfs "), ["0"], "a quota of 1 CPU");
     for line in ["bind-pinned", "tmpfs ok", "unmounted"] {
         assert!(r.stdout.lines().any(|l| l == line), "{line}: {}", r.stdout);
@@ -182,4 +184,85 @@ fn a_procfs_or_sysfs_the_container_mounts_gets_the_emulation() {
         std::fs::read_to_string("/proc/sys/kernel/panic").unwrap(),
         host_panic
     );
+}
+
+/// The MemTotal lines a script printed must all be the container's (its 256 MiB limit): a copy
+/// of /proc that lost its emulated files shows the host's.
+fn assert_no_host_meminfo(r: &Run) {
+    let host = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let host_total = host
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    for line in r.stdout.lines().filter(|l| l.contains("MemTotal:")) {
+        assert!(
+            line.contains("262144") && !line.contains(&host_total),
+            "the host's meminfo through a copy of /proc: {line}\n{}",
+            r.stdout
+        );
+    }
+}
+
+/// Every way of copying /proc without its submounts — a non-recursive bind, an open_tree clone
+/// (also with open_tree_attr), a detached fsmount read without attaching it, a recursive copy
+/// whose emulated file is unmounted — shows the container's meminfo or is refused.
+#[test]
+fn no_copy_of_proc_shows_the_hosts_files() {
+    let probe = probe_mount();
+    let script = "mkdir -p /mp /mq /mr; \
+        mount --bind /proc /mp && echo bind $(head -1 /mp/meminfo); \
+        /probe/probe open-tree-read /proc meminfo; \
+        /probe/probe open-tree-read /proc/sys kernel/panic | sed 's/^/sys-/'; \
+        /probe/probe open-tree-read /proc meminfo r; \
+        /probe/probe open-tree-attr-read /proc meminfo; \
+        /probe/probe fsmount-read proc meminfo; \
+        mount --rbind /proc /mq && { umount /mq/meminfo 2>/dev/null; umount -l /mq/meminfo 2>/dev/null; echo rbind $(head -1 /mq/meminfo); }; \
+        cd /mq 2>/dev/null && umount meminfo 2>/dev/null; echo rbind-relative $(head -1 /mq/meminfo); cd /; \
+        echo done";
+    let r = run(
+        &name("proc-copy"),
+        &[
+            "--privileged",
+            "--memory-limit",
+            "268435456",
+            "--mount",
+            &probe,
+        ],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("done"), "{} {}", r.stdout, r.stderr);
+    assert_no_host_meminfo(&r);
+    // The knob a non-recursive clone of /proc/sys would show is the host's, not the container's.
+    assert!(
+        !r.stdout.contains("sys-open-tree-read: read"),
+        "a non-recursive clone of a directory of /proc was readable: {}",
+        r.stdout
+    );
+}
+
+/// A fresh procfs gets the container's emulated files even when the caller's own /proc shows
+/// something else at their place (an over-mount, a chroot with plain files there): it is
+/// covered or refused, never left showing the host's.
+#[test]
+fn a_fresh_procfs_is_covered_even_when_the_callers_files_are_not_the_emulated_ones() {
+    let script = "printf 'MemTotal: 1 kB\\n' > /tmp/fake; mkdir -p /p /j/proc /j/bin /j/p; \
+        mount --bind /tmp/fake /proc/meminfo; mount -t proc proc /p; rc=$?; umount /proc/meminfo; \
+        [ $rc = 0 ] && echo overmount $(head -1 /p/meminfo) || echo overmount refused; \
+        cp /bin/busybox /j/bin/; \
+        for t in $(awk '{ if (index($5, \"/proc/\") == 1) print $5 }' /proc/self/mountinfo); do mkdir -p /j${t%/*}; cp /tmp/fake /j$t; done; \
+        chroot /j /bin/busybox sh -c '/bin/busybox mount -t proc proc /p && /bin/busybox head -1 /p/meminfo || echo chroot refused'; \
+        echo done";
+    let r = run(
+        &name("proc-fake"),
+        &["--privileged", "--memory-limit", "268435456"],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("done"), "{} {}", r.stdout, r.stderr);
+    assert_no_host_meminfo(&r);
 }

@@ -345,3 +345,88 @@ fn a_runtime_inside_the_container_runs_a_container_of_its_own() {
     let left = leftovers_after(&id, std::time::Duration::from_secs(10));
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `--read-only`: the root file system stays read-only through every bind, remount, clone and
+/// API a privileged container has (the kernel holds it: it was read-only before the container's
+/// mount namespace was copied into its user namespace), and /proc/sys (a read-only path made
+/// inside the container) stays read-only through a bind of a subdirectory.
+#[test]
+fn a_read_only_rootfs_stays_read_only_through_binds_and_clones() {
+    let probe = probe_mount();
+    let script = "mount --bind /etc /etc && mount -o remount,bind,rw /etc /etc 2>/dev/null && echo BAD_REMOUNT_BIND; \
+        touch /etc/x 2>/dev/null && echo BAD_WRITE_ETC; \
+        mount --bind /var /home && /probe/probe setattr-clear-ro /home; touch /home/x 2>/dev/null && echo BAD_WRITE_SUBDIR; \
+        /probe/probe clone-attach-rw /bin /root; touch /root/x 2>/dev/null && echo BAD_WRITE_CLONE; \
+        /probe/probe open-tree-attr-rw /etc /tmp; touch /tmp/x 2>/dev/null && echo BAD_WRITE_OPEN_TREE_ATTR; \
+        mount -o remount,rw / 2>/dev/null && echo BAD_REMOUNT_ROOT; \
+        mount -o remount,bind,rw / 2>/dev/null && echo BAD_REMOUNT_ROOT_BIND; \
+        unshare -m sh -c 'mount -o remount,bind,rw / 2>/dev/null && echo BAD_NESTED_REMOUNT'; \
+        touch /x 2>/dev/null && echo BAD_WRITE_ROOT; \
+        mount -t tmpfs t /tmp && touch /tmp/ok && echo TMPFS_OK; \
+        echo done";
+    let r = run(
+        &name("ro-root"),
+        &["--privileged", "--read-only", "--mount", &probe],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("done"), "{} {}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
+    assert!(r.stdout.contains("TMPFS_OK"), "{}", r.stdout);
+    for probe in ["setattr-clear-ro", "setattr-clone-rw"] {
+        assert!(
+            r.stdout.contains(&format!("{probe}: errno=EPERM")),
+            "{probe}: {}",
+            r.stdout
+        );
+    }
+}
+
+/// A read-only path of the spec (/proc/sys, made read-only inside the container) stays
+/// read-only through a bind of a subdirectory and through clones, and neither it nor a masked
+/// path can be unmounted from a copy of /proc.
+#[test]
+fn a_read_only_path_stays_read_only_through_a_bind_of_a_subdirectory() {
+    let probe = probe_mount();
+    // --cap-add keeps the default masked and read-only paths (--privileged drops them).
+    let script = "mkdir -p /k /c; mount --bind /proc/sys/kernel /k && { \
+            mount -o remount,bind,rw /k 2>/dev/null && echo BAD_REMOUNT_SUBDIR; \
+            /probe/probe setattr-clear-ro /k; }; \
+        /probe/probe clone-attach-rw /proc/sys/vm /c; \
+        /probe/probe setattr-clear-ro /proc/sys; \
+        umount /proc/sys 2>/dev/null && echo BAD_RO_PATH_UNMOUNTED_FIRST; \
+        mkdir -p /mq; mount --rbind /proc /mq && { umount /mq/sys 2>/dev/null && echo BAD_RO_PATH_UNMOUNTED; \
+            umount /mq/timer_list 2>/dev/null && echo BAD_MASK_UNMOUNTED; \
+            umount -l /mq/kcore 2>/dev/null && echo BAD_MASK_DETACHED; }; \
+        grep -E ' /(k|c|proc/sys) ' /proc/self/mountinfo | grep -v ' ro,' | sed 's/^/BAD_RW_MOUNT /'; \
+        echo done";
+    let r = run(
+        &name("ro-path"),
+        &["--cap-add", "CAP_SYS_ADMIN", "--mount", &probe],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("done"), "{} {}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("BAD_"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains("setattr-clear-ro: ok") && !r.stdout.contains("setattr-clone-rw: ok"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// busybox's one-argument remount replays the options /proc/mounts shows, owner IDs included,
+/// which are the block's host IDs there: it works as under runc.
+#[test]
+fn a_one_argument_remount_of_the_containers_own_tmpfs_works() {
+    let script = "mkdir -p /root/t && mount -t tmpfs tmpfs /root/t && \
+        mount -o remount,ro /root/t && echo REMOUNTED; grep ' /root/t ' /proc/mounts; \
+        touch /root/t/x 2>/dev/null || echo READ_ONLY; \
+        mount -o remount,rw /root/t && touch /root/t/y && echo RW_AGAIN";
+    let r = run(&name("remount1"), &["--privileged"], &["sh", "-c", script]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("REMOUNTED"), "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("READ_ONLY"), "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(" ro,"), "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("RW_AGAIN"), "{} {}", r.stdout, r.stderr);
+}
