@@ -10,7 +10,7 @@ use eci_policy::IdBlock;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
-use nix::unistd::{chown, Gid, Uid};
+use nix::unistd::{Gid, Uid};
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
