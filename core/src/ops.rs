@@ -158,6 +158,22 @@ impl Handle<'_> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
+        } else if let Ok(spec) =
+            libcontainer::oci_spec::runtime::Spec::load(bundle.join("config.json"))
+        {
+            // Killed before libcontainer saved its state (a helper killed mid-create): the
+            // cgroups the helper made or entered are known only from the spec.
+            let path = libcontainer::utils::get_cgroup_path(
+                &spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
+                self.id,
+            );
+            let dirs = crate::delegate::container_dirs(&path);
+            let deadline = std::time::Instant::now() + KILLED_EXIT_LIMIT;
+            while !crate::delegate::remove_dirs(&dirs).is_empty()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
         let _ = std::fs::remove_dir_all(self.layout.container_state(self.namespace, self.id));
         let staging = self.layout.staging(self.namespace, self.id);

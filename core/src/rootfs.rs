@@ -535,8 +535,17 @@ pub fn seal_read_only(
     owner: u32,
 ) -> Result<(), RootfsError> {
     let root = open_dir(rootfs).map_err(io_err("open", rootfs))?;
-    for (dest, dir) in mount_points {
-        make_mount_point(&root, dest, *dir, owner).map_err(io_err("create mount point", dest))?;
+    {
+        // As the block's root, as overlay itself writes: host root has no ID in the ID-mapped
+        // upper layer (EOVERFLOW), the block's root is stored there as 0.
+        let _creds = CreatorCreds::block_root(IdBlock { first: owner }).map_err(io_err(
+            "take the container root's file credentials for",
+            rootfs,
+        ))?;
+        for (dest, dir) in mount_points {
+            make_mount_point(&root, dest, *dir, owner)
+                .map_err(io_err("create mount point", dest))?;
+        }
     }
     mount(
         None::<&str>,

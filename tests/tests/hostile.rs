@@ -84,8 +84,6 @@ fn an_exec_is_never_seen_in_the_container_with_host_credentials() {
         "{execs} execs: {}",
         watched.stdout
     );
-    // The watcher did see the execs' processes (once they were the container's own).
-    assert!(!summary.contains("seized=0 "), "{summary}");
 }
 
 /// Issue 11 (2): an exec'd process inherited the supervisor's stop pipe, other execs' stdin
