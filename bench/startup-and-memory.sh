@@ -6,10 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-20}
 IDLE=${2:-10}
+# The containerd of ECI_CONTAINERD_BIN_DIR (default Debian's), its own ctr and runc shim, and
+# runc 1.5 from scripts/install-go-tools.sh as the baseline when present (ECI_RUNC to choose).
 eval "$(scripts/testenv.sh start)"
-C="ctr --address $ECI_CONTAINERD"
+C="${ECI_CTR:-ctr} --address $ECI_CONTAINERD"
+RUNC_BIN=${ECI_RUNC:-$( [ -x /opt/eci-tools/runc-1.5.3/runc ] && echo /opt/eci-tools/runc-1.5.3/runc || command -v runc)}
+echo "containerd $($C version | awk '/^Server:/ { s = 1 } s && $1 == "Version:" { print $2; exit }'), runc $("$RUNC_BIN" --version | head -1 | awk '{print $3}')" >&2
 ECI=(--runtime io.containerd.eci.v2)
-RUNC=(--runtime io.containerd.runc.v2 --runc-binary "$(command -v runc)")
+RUNC=(--runtime io.containerd.runc.v2 --runc-binary "$RUNC_BIN")
 out=$(mktemp -d)
 
 now() { date +%s%N; }
