@@ -213,8 +213,8 @@ pub(crate) fn is_mount_root(fd: &OwnedFd) -> Result<bool, Errno> {
     )
 }
 
-/// The parent of mount `id` in the agent's mount namespace, from its mountinfo.
-fn parent_mount(host_proc: &OwnedFd, id: u64) -> Result<Option<u64>, Errno> {
+/// The agent's mountinfo (the namespace it acts in), through the host's /proc.
+fn read_mountinfo(host_proc: &OwnedFd) -> Result<String, Errno> {
     let fd = openat(
         Some(host_proc.as_raw_fd()),
         "self/mountinfo",
@@ -225,6 +225,19 @@ fn parent_mount(host_proc: &OwnedFd, id: u64) -> Result<Option<u64>, Errno> {
     let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     let mut text = String::new();
     std::io::Read::read_to_string(&mut file, &mut text).map_err(|_| Errno::EIO)?;
+    Ok(text)
+}
+
+/// A close-on-exec duplicate of `fd` (a plain dup would be inherited across exec).
+fn dup_cloexec(fd: RawFd) -> Result<OwnedFd, Errno> {
+    let d = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0))?;
+    // SAFETY: fresh fd from F_DUPFD_CLOEXEC, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(d) })
+}
+
+/// The parent of mount `id` in the agent's mount namespace, from its mountinfo.
+fn parent_mount(host_proc: &OwnedFd, id: u64) -> Result<Option<u64>, Errno> {
+    let text = read_mountinfo(host_proc)?;
     Ok(text.lines().find_map(|line| {
         let mut fields = line.split(' ');
         let this: u64 = fields.next()?.parse().ok()?;
@@ -275,16 +288,7 @@ fn makes_writable(fd: &OwnedFd, host_proc: &OwnedFd, protected: &Protected) -> R
 /// Whether mount `id` is mounted on a procfs or sysfs, per the agent's mountinfo (the
 /// caller's namespace); one it does not list (detached) counts as such.
 fn over_proc_or_sys(host_proc: &OwnedFd, id: u64) -> Result<bool, Errno> {
-    let fd = openat(
-        Some(host_proc.as_raw_fd()),
-        "self/mountinfo",
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // SAFETY: fresh fd from openat, owned by the File from here.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut file, &mut text).map_err(|_| Errno::EIO)?;
+    let text = read_mountinfo(host_proc)?;
     let entry = |want: u64| {
         text.lines().find_map(|line| {
             let mut fields = line.split(' ');
@@ -306,16 +310,7 @@ fn over_proc_or_sys(host_proc: &OwnedFd, id: u64) -> Result<bool, Errno> {
 /// The file system (device) and the directory of it that mount `id` shows, from the agent's
 /// mountinfo (the caller's namespace).
 fn mount_source(host_proc: &OwnedFd, id: u64) -> Result<Option<(u64, String)>, Errno> {
-    let fd = openat(
-        Some(host_proc.as_raw_fd()),
-        "self/mountinfo",
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // SAFETY: fresh fd from openat, owned by the File from here.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut file, &mut text).map_err(|_| Errno::EIO)?;
+    let text = read_mountinfo(host_proc)?;
     Ok(text.lines().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         if fields.first()?.parse::<u64>().ok()? != id {
@@ -537,8 +532,7 @@ fn perform(
         } => {
             let base = dirfd(*used, 3)?;
             let fd = if path.is_empty() && at_flags & libc::AT_EMPTY_PATH as u32 != 0 {
-                // SAFETY: fresh fd from dup.
-                nix::unistd::dup(base).map(|d| unsafe { OwnedFd::from_raw_fd(d) })?
+                dup_cloexec(base)?
             } else {
                 resolve(base, path, at_flags & libc::AT_SYMLINK_NOFOLLOW as u32 == 0)?
             };
@@ -592,8 +586,7 @@ fn perform(
             let open_end =
                 |base: RawFd, path: &str, empty: bool, follow: bool| -> Result<OwnedFd, Errno> {
                     if empty && path.is_empty() {
-                        // SAFETY: fresh fd from dup.
-                        nix::unistd::dup(base).map(|d| unsafe { OwnedFd::from_raw_fd(d) })
+                        dup_cloexec(base)
                     } else {
                         resolve(base, path, follow)
                     }
