@@ -83,8 +83,6 @@ pub enum CreateError {
     OomScoreAdj { requested: i32, current: i32 },
     #[error("libcontainer: {0}")]
     Libcontainer(String),
-    #[error("{0}")]
-    Exec(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CreateError {

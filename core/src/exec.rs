@@ -6,7 +6,8 @@
 //! is done here: join the cgroup, join the user namespace first and then the others, fork
 //! into the pid namespace, set IDs, capabilities, limits and seccomp, and execve.
 
-use crate::create::{error_chain, CreateError, Stdio};
+use crate::create::{error_chain, Stdio};
+use crate::error::ExecError;
 use crate::layout::Layout;
 use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
 use libcontainer::container::Container;
@@ -49,8 +50,13 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
     ("time", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
 ];
 
-fn other(what: impl std::fmt::Display) -> CreateError {
-    CreateError::Exec(what.to_string())
+fn other(what: impl std::fmt::Display) -> ExecError {
+    ExecError::Refused(what.to_string())
+}
+
+/// A failure of the host's, not of the process asked for.
+fn internal(what: impl std::fmt::Display) -> ExecError {
+    ExecError::Internal(what.to_string())
 }
 
 enum ExecStdio {
@@ -62,7 +68,7 @@ enum ExecStdio {
     Console(UnixStream),
 }
 
-pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
+pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     let layout = Layout::new(&req.base);
     let container = Container::load(layout.container_state(&req.namespace, &req.id))
         .map_err(|e| other(error_chain(&e)))?;
@@ -144,10 +150,11 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
         None => None,
     };
 
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(other)?;
-    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(other)?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(internal)?;
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(internal)?;
     // SAFETY: the helper is single-threaded, so the child may run ordinary Rust code.
-    match unsafe { fork() }.map_err(other)? {
+    match unsafe { fork() }.map_err(internal)? {
         ForkResult::Child => {
             drop(report_r);
             drop(go_w);
@@ -184,7 +191,7 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             let mut out = String::new();
             let _ = File::from(report_r).read_to_string(&mut out);
             let status = waitpid(child, None);
-            joined.map_err(|e| other(format!("join container cgroup: {}", error_chain(&e))))?;
+            joined.map_err(|e| internal(format!("join container cgroup: {}", error_chain(&e))))?;
             parse_report(&out)
                 .map_err(|e| other(format!("{e} (report {out:?}, first child {status:?})")))
         }
@@ -193,7 +200,7 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
 
 /// The report holds the new pid, then (only if execve failed) the error. Both children write
 /// to it, each line with a single write(2) so that lines never interleave.
-fn parse_report(out: &str) -> Result<i32, CreateError> {
+fn parse_report(out: &str) -> Result<i32, ExecError> {
     let mut pid = None;
     for line in out.lines() {
         if let Some(e) = line.strip_prefix("ERR ") {
@@ -206,14 +213,12 @@ fn parse_report(out: &str) -> Result<i32, CreateError> {
     pid.ok_or_else(|| other("exec: the process did not start"))
 }
 
-fn open_stdio(path: Option<&Path>, write: bool) -> Result<OwnedFd, CreateError> {
+fn open_stdio(path: Option<&Path>, write: bool) -> Result<OwnedFd, ExecError> {
     crate::create::open_stdio(path, write).map_err(|e| other(format!("open {path:?}: {e}")))
 }
 
 /// Find the program the way execvp would, but with the process's own PATH.
-fn resolve_program(
-    process: &Process,
-) -> Result<(CString, Vec<CString>, Vec<CString>), CreateError> {
+fn resolve_program(process: &Process) -> Result<(CString, Vec<CString>, Vec<CString>), ExecError> {
     let args = process.args().clone().unwrap_or_default();
     let first = args
         .first()

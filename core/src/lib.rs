@@ -3,9 +3,11 @@
 //! [`ops`] is safe to call from the shim's async runtime.
 
 pub mod audit;
+pub mod bundle;
 pub mod containerd;
 pub mod create;
 pub mod delegate;
+pub mod error;
 pub mod exec;
 pub mod hygiene;
 pub mod idmap;
@@ -18,6 +20,7 @@ pub mod rootfs;
 pub mod unseen;
 
 pub use create::{create, CreateError, CreateRequest, Created, Stdio};
+pub use error::{ErrorKind, ExecError};
 pub use exec::{exec, ExecRequest};
 pub use layout::Layout;
 pub use rootfs::RootfsMount;

@@ -16,6 +16,7 @@ pub mod newmount;
 pub mod procfs;
 pub mod render;
 pub mod supervisor;
+pub mod workers;
 
 pub use procfs::{Emulation, EMULATED};
 pub use supervisor::Supervisor;

@@ -268,10 +268,7 @@ pub fn start(flags: &Flags) -> PResult<Vec<u8>> {
     let options = input.options();
     // A bad option is refused here, before any process exists, with the rule and the fix.
     if let Some(o) = options {
-        crate::options::policy_from_options(o).map_err(|e| match e {
-            ttrpc::Error::RpcStatus(s) => s.message,
-            e => e.to_string(),
-        })?;
+        crate::options::policy_from_options(o).map_err(|e| e.to_string())?;
     }
     let params = match &input {
         StartInput::Bootstrap(p) => Some(p),

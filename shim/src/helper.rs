@@ -4,24 +4,26 @@
 //! the work, prints one JSON line and exits. The container's init is created as a sibling
 //! (CLONE_PARENT), so it is the shim's child and reaped by the shim's one reaper.
 
-use eci_core::{CreateRequest, ExecRequest};
+use crate::exits::SharedExits;
+use eci_core::{CreateRequest, ErrorKind, ExecRequest};
 use serde::{Deserialize, Serialize};
 use std::process::{Command, Stdio};
 
-pub const HELPER_ARG: &str = "helper";
-/// The mount agent's sub-command (see `eci_emulation::agent`).
-pub const AGENT_ARG: &str = "agent";
+/// The helper's sub-command of the shim binary.
+pub(crate) const HELPER_ARG: &str = "helper";
 
+/// What the shim asks of a helper (its one argument, as JSON).
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Request {
+pub(crate) enum Request {
     Create(CreateRequest),
     Exec(ExecRequest),
 }
 
-#[derive(Serialize, Deserialize)]
+/// The helper's one line of answer.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reply {
+pub(crate) enum Reply {
     Created {
         pid: i32,
         block: u32,
@@ -30,19 +32,35 @@ pub enum Reply {
     Execed {
         pid: i32,
     },
-    Error(String),
+    /// What failed, with its kind, so the shim answers containerd with the right code.
+    Failed {
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+impl Reply {
+    /// A failure of the helper's own (not a refusal of the request).
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Reply::Failed {
+            kind: ErrorKind::Internal,
+            message: message.into(),
+        }
+    }
 }
 
 /// Helper side: the request is the argument, the process's stdin (fd 0) is the container
 /// process's stdin, and the answer goes to stdout.
-pub fn main(args: &[String]) -> i32 {
+pub(crate) fn main(args: &[String]) -> i32 {
     // Whatever the shim held that was not close-on-exec stops here, and the container's
     // processes start with default signal dispositions, not the shim's.
     if let Err(e) = eci_core::hygiene::close_on_exec_from(3) {
         println!(
             "{}",
-            serde_json::to_string(&Reply::Error(format!("helper: close inherited fds: {e}")))
-                .expect("reply serializes")
+            serde_json::to_string(&Reply::internal(format!(
+                "helper: close inherited fds: {e}"
+            )))
+            .expect("reply serializes")
         );
         return 1;
     }
@@ -61,25 +79,28 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     let input = args.first().map(String::as_str).unwrap_or("");
-    let reply = match Ok::<(), ()>(()) {
-        Err(()) => unreachable!(),
-        Ok(()) => match serde_json::from_str::<Request>(input) {
-            Err(e) => Reply::Error(format!("helper: bad request: {e}")),
-            Ok(Request::Create(req)) => match eci_core::create(&req) {
-                Ok(c) => Reply::Created {
-                    pid: c.pid,
-                    block: c.block,
-                    supervised: c.supervised,
-                },
-                Err(e) => Reply::Error(e.to_string()),
+    let reply = match serde_json::from_str::<Request>(input) {
+        Err(e) => Reply::internal(format!("helper: bad request: {e}")),
+        Ok(Request::Create(req)) => match eci_core::create(&req) {
+            Ok(c) => Reply::Created {
+                pid: c.pid,
+                block: c.block,
+                supervised: c.supervised,
             },
-            Ok(Request::Exec(req)) => match eci_core::exec(&req) {
-                Ok(pid) => Reply::Execed { pid },
-                Err(e) => Reply::Error(e.to_string()),
+            Err(e) => Reply::Failed {
+                kind: e.kind(),
+                message: e.to_string(),
+            },
+        },
+        Ok(Request::Exec(req)) => match eci_core::exec(&req) {
+            Ok(pid) => Reply::Execed { pid },
+            Err(e) => Reply::Failed {
+                kind: e.kind(),
+                message: e.to_string(),
             },
         },
     };
-    let failed = matches!(reply, Reply::Error(_));
+    let failed = matches!(reply, Reply::Failed { .. });
     println!(
         "{}",
         serde_json::to_string(&reply).expect("reply serializes")
@@ -87,19 +108,16 @@ pub fn main(args: &[String]) -> i32 {
     i32::from(failed)
 }
 
-/// How the shim learns that a helper it started has exited: the reaper's report, routed by
-/// the exit table (no other code may wait for a child).
-pub type Exits = std::sync::Arc<tokio::sync::Mutex<crate::process::Exits>>;
-
 /// What became of a helper that answered nothing.
-pub struct Died {
-    pub pid: i32,
+pub(crate) struct Died {
+    pub(crate) pid: i32,
     /// Its exit code as the reaper reported it (128 + signal for a killed one).
-    pub code: i32,
+    pub(crate) code: i32,
 }
 
 impl Died {
-    pub fn describe(&self, what: &str) -> String {
+    /// What the client is told.
+    pub(crate) fn describe(&self, what: &str) -> String {
         let how = if self.code > 128 {
             let signal = nix::sys::signal::Signal::try_from(self.code - 128)
                 .map(|s| s.as_str().to_string())
@@ -122,10 +140,10 @@ impl Died {
 /// exec's first child inherit it (and the helper's stdout), so a reply pipe alone never ends
 /// when the helper is killed while they live. The helper's exit is watched through the reaper
 /// instead, and when it dies without an answer, every process left in its group is killed.
-pub async fn call(
+pub(crate) async fn call(
     request: Request,
     stdin: Option<std::os::fd::OwnedFd>,
-    exits: &Exits,
+    exits: &SharedExits,
 ) -> Result<Reply, Died> {
     let since = exits.lock().await.mark();
     let spawn = move || -> std::io::Result<(i32, std::process::ChildStdout)> {
@@ -144,8 +162,8 @@ pub async fn call(
     };
     let (pid, stdout) = match tokio::task::spawn_blocking(spawn).await {
         Ok(Ok(started)) => started,
-        Ok(Err(e)) => return Ok(Reply::Error(format!("eci: cannot run the helper: {e}"))),
-        Err(e) => return Ok(Reply::Error(format!("eci: helper task: {e}"))),
+        Ok(Err(e)) => return Ok(Reply::internal(format!("eci: cannot run the helper: {e}"))),
+        Err(e) => return Ok(Reply::internal(format!("eci: helper task: {e}"))),
     };
     let exited = exits.lock().await.watch(pid, since);
     match read_reply(stdout, exited).await {
@@ -168,13 +186,13 @@ async fn read_reply(
         let end = out.iter().position(|b| *b == b'\n')?;
         let line = String::from_utf8_lossy(&out[..end]);
         Some(serde_json::from_str(line.trim()).unwrap_or_else(|_| {
-            Reply::Error(format!("eci: the helper answered {:?}", line.trim()))
+            Reply::internal(format!("eci: the helper answered {:?}", line.trim()))
         }))
     };
     let mut pipe =
         match tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(stdout)) {
             Ok(p) => p,
-            Err(e) => return Ok(Reply::Error(format!("eci: helper reply pipe: {e}"))),
+            Err(e) => return Ok(Reply::internal(format!("eci: helper reply pipe: {e}"))),
         };
     let mut out = Vec::new();
     let mut eof = false;
@@ -190,7 +208,7 @@ async fn read_reply(
             read = pipe.read_buf(&mut out) => match read {
                 Ok(0) => eof = true,
                 Ok(_) => {}
-                Err(e) => return Ok(Reply::Error(format!("eci: helper reply pipe: {e}"))),
+                Err(e) => return Ok(Reply::internal(format!("eci: helper reply pipe: {e}"))),
             },
             code = &mut exited => {
                 // What it wrote before exiting is in the pipe already.
@@ -213,7 +231,7 @@ async fn read_reply(
 /// a subreaper). Each is pinned with a pidfd and checked to be ours and in the group before
 /// it is signalled, so a recycled pid is never hit. Children of the killed are orphaned to
 /// the shim in turn, so this repeats until the group is empty (for at most two seconds).
-pub fn kill_group(pgid: i32) {
+pub(crate) fn kill_group(pgid: i32) {
     let me = std::process::id() as i32;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
@@ -275,4 +293,25 @@ fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: a fresh fd from pidfd_open, owned from here.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_its_kind_across_the_pipe() {
+        let line = serde_json::to_string(&Reply::Failed {
+            kind: ErrorKind::Refused,
+            message: "eci: can't mount /etc/docker".into(),
+        })
+        .unwrap();
+        match serde_json::from_str::<Reply>(&line).unwrap() {
+            Reply::Failed { kind, message } => {
+                assert_eq!(kind, ErrorKind::Refused);
+                assert_eq!(message, "eci: can't mount /etc/docker");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -54,10 +54,7 @@ pub fn runtime_info(options: &[u8]) -> Result<RuntimeInfo, String> {
         )
     };
     let policy_path = crate::options::policy_from_options(&options.clone().unwrap_or_default())
-        .map_err(|e| match e {
-            ttrpc::Error::RpcStatus(s) => s.message,
-            e => e.to_string(),
-        })?;
+        .map_err(|e| e.to_string())?;
     let mut info = RuntimeInfo::new();
     info.name = crate::RUNTIME_NAME.to_string();
     let mut version = RuntimeVersion::new();

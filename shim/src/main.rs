@@ -5,13 +5,17 @@
 //! may fork), and the admin commands (`containerd-shim-eci-v2 enforce …`).
 
 mod bootstrap;
+mod container;
 mod enforce;
+mod error;
+mod events;
+mod exits;
 mod helper;
+mod host;
 mod info;
 mod logging;
 mod metrics;
 mod options;
-mod process;
 mod service;
 mod shim;
 mod stdio;
@@ -24,7 +28,7 @@ fn main() {
         // Before any thread exists: libcontainer forks from here.
         std::process::exit(helper::main(&args[2..]));
     }
-    if args.get(1).map(String::as_str) == Some(helper::AGENT_ARG) {
+    if args.get(1).map(String::as_str) == Some(eci_emulation::workers::AGENT_ARG) {
         std::process::exit(eci_emulation::agent::main(&args[2..]));
     }
     if args.get(1).map(String::as_str) == Some("enforce") {

@@ -1,13 +1,9 @@
 //! Runtime options a client sends with Create. They are read for compatibility and never
 //! weaken isolation.
 
+use crate::error::ShimError;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::ttrpc::{self, Code};
 use std::path::PathBuf;
-
-fn err(code: Code, msg: impl Into<String>) -> ttrpc::Error {
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
-}
 
 /// Runtime option types the shim accepts. They are read for compatibility and never weaken
 /// isolation: a `BinaryName` pointing at runc, for one, is ignored.
@@ -22,7 +18,7 @@ pub(crate) const KNOWN_OPTION_TYPES: &[&str] = &[
 
 /// Read the runtime options the client sent. Only the policy file may be chosen, and only
 /// among the administrator's files; nothing in them can weaken isolation.
-pub fn policy_from_options(options: &Any) -> ttrpc::Result<PathBuf> {
+pub(crate) fn policy_from_options(options: &Any) -> Result<PathBuf, ShimError> {
     let default = default_policy();
     if options.type_url.is_empty() {
         return Ok(default);
@@ -33,10 +29,7 @@ pub fn policy_from_options(options: &Any) -> ttrpc::Result<PathBuf> {
         .next()
         .unwrap_or(&options.type_url);
     if !KNOWN_OPTION_TYPES.contains(&name) {
-        return Err(err(
-            Code::INVALID_ARGUMENT,
-            format!("eci: unknown runtime options type {:?}; the ECI runtime accepts runc's options ({}) or runtimeoptions.v1.Options", options.type_url, KNOWN_OPTION_TYPES[0]),
-        ));
+        return Err(ShimError::InvalidArgument(format!("eci: unknown runtime options type {:?}; the ECI runtime accepts runc's options ({}) or runtimeoptions.v1.Options", options.type_url, KNOWN_OPTION_TYPES[0])));
     }
     if name != "runtimeoptions.v1.Options" {
         return Ok(default);
@@ -51,16 +44,12 @@ pub fn policy_from_options(options: &Any) -> ttrpc::Result<PathBuf> {
         .parent()
         .expect("policy dir");
     if !path.is_absolute() || !path.starts_with(admin_dir) || config_path.contains("/../") {
-        return Err(err(
-            Code::INVALID_ARGUMENT,
-            format!("eci: runtime option ConfigPath {config_path:?} is refused: an ECI policy file must live in {} (rule policy-file; ask an administrator to install it there)", admin_dir.display()),
-        ));
+        return Err(ShimError::InvalidArgument(format!("eci: runtime option ConfigPath {config_path:?} is refused: an ECI policy file must live in {} (rule policy-file; ask an administrator to install it there)", admin_dir.display())));
     }
     if !path.exists() {
-        return Err(err(
-            Code::INVALID_ARGUMENT,
-            format!("eci: runtime option ConfigPath names {config_path}, which does not exist"),
-        ));
+        return Err(ShimError::InvalidArgument(format!(
+            "eci: runtime option ConfigPath names {config_path}, which does not exist"
+        )));
     }
     Ok(path)
 }

@@ -134,14 +134,11 @@ pub fn delete(flags: &Flags) -> Result<(), String> {
     }
     let mut resp = DeleteResponse::new();
     // containerd publishes TaskExit and TaskDelete with this pid for a dead shim's task.
-    if let Some(pid) = std::fs::read_to_string(bundle.join(crate::service::INIT_PID_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-    {
+    if let Some(pid) = eci_core::bundle::init_pid(&bundle) {
         resp.set_pid(pid);
     }
     resp.set_exit_status(137);
-    resp.exited_at = Some(crate::process::now()).into();
+    resp.exited_at = Some(crate::container::now()).into();
     let bytes = resp.write_to_bytes().map_err(|e| e.to_string())?;
     let mut out = std::io::stdout();
     out.write_all(&bytes)
