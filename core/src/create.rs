@@ -23,24 +23,38 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Where a process's stdio comes from: containerd's fifos, or a console socket for a terminal.
 pub struct Stdio {
+    /// stdin ([`STDIN_FROM_HELPER`]: the helper's own fd 0, fed by the shim).
     pub stdin: Option<PathBuf>,
+    /// stdout (a fifo or file).
     pub stdout: Option<PathBuf>,
+    /// stderr (a fifo or file).
     pub stderr: Option<PathBuf>,
+    /// The socket the pty master is sent to, for a terminal.
     pub console_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// What the shim asks the create helper to make.
 pub struct CreateRequest {
+    /// containerd namespace.
     pub namespace: String,
+    /// Container id.
     pub id: String,
+    /// containerd's bundle (config.json, rootfs).
     pub bundle: PathBuf,
+    /// The rootfs mounts containerd prepared.
     pub rootfs: Vec<RootfsMount>,
+    /// The init's stdio.
     pub stdio: Stdio,
+    /// The policy file to judge the spec by.
     pub policy_path: PathBuf,
     /// The containerd address the shim was started with: always a restricted mount.
     pub containerd_address: Option<PathBuf>,
+    /// The shim's pid, recorded in the ID lease.
     pub shim_pid: i32,
+    /// The shim's state directory (see [`Layout`]).
     pub base: PathBuf,
     /// Files the shim serves (its /proc and /sys emulation), bound over their targets after
     /// the spec's own mounts: (source on the host, target in the container, writable).
@@ -52,36 +66,62 @@ pub struct CreateRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// A container the helper made; its init waits for Start.
 pub struct Created {
+    /// The init's pid.
     pub pid: i32,
+    /// The first host ID of the container's ID block.
     pub block: u32,
     /// Whether the container's seccomp profile hands syscalls to the shim's supervisor.
     pub supervised: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a container could not be created.
 pub enum CreateError {
     #[error("{0}")]
+    /// The policy refuses the spec.
     Refused(Refusal),
+    /// The bundle's spec cannot be read.
     #[error("invalid config.json in bundle {bundle}: {message}")]
-    BadSpec { bundle: PathBuf, message: String },
+    BadSpec {
+        /// The bundle.
+        bundle: PathBuf,
+        /// What is wrong with its config.json.
+        message: String,
+    },
     #[error("{0}")]
+    /// No ID block could be leased.
     Lease(#[from] crate::lease::LeaseError),
     #[error("{0}")]
+    /// The root file system could not be mounted.
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error("cannot ID-map bind mount source {path}: {source} (ECI maps host directories into the container's ID range and never chowns them; use a directory on ext4, xfs, btrfs or tmpfs)")]
+    /// A bind source cannot be ID-mapped.
     BindNotIdmappable {
+        /// The bind source.
         path: PathBuf,
+        /// The kernel's answer.
         source: std::io::Error,
     },
     #[error("{what}: {source}")]
+    /// A file-system step failed.
     Io {
+        /// The step.
         what: String,
+        /// Its error.
         source: std::io::Error,
     },
+    /// The spec asks for an oom_score_adj below the shim's own.
     #[error("oom_score_adj {requested} is lower than this shim may set: that needs CAP_SYS_RESOURCE, which containerd and its shims do not have here; ask for {current} or more (containerd's CRI: restrict_oom_score_adj = true), or run containerd with CAP_SYS_RESOURCE")]
-    OomScoreAdj { requested: i32, current: i32 },
+    OomScoreAdj {
+        /// What the spec asks for.
+        requested: i32,
+        /// The shim's own, the lowest it may set.
+        current: i32,
+    },
     #[error("libcontainer: {0}")]
+    /// libcontainer failed to build the container.
     Libcontainer(String),
 }
 
@@ -133,6 +173,9 @@ impl Drop for Undo<'_> {
     }
 }
 
+/// Create the container `req` describes (in the single-threaded helper): judge its spec, lease
+/// an ID block, mount its root file system and ID-mapped binds, and build it with libcontainer.
+/// Its init waits for Start; everything made is undone if a step fails.
 pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     let layout = Layout::new(&req.base);
     let mut undo = Undo {
@@ -1030,7 +1073,7 @@ fn socket_peer(address: &Path) -> Option<i32> {
     }
     sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
     for (d, s) in sa.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
+        *d = libc::c_char::from_ne_bytes([*s]);
     }
     // SAFETY: socket(2) with constant arguments.
     let raw = unsafe {

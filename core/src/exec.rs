@@ -25,12 +25,17 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// What the shim asks the helper to start in a running container.
 pub struct ExecRequest {
+    /// containerd namespace.
     pub namespace: String,
+    /// Container id.
     pub id: String,
     /// The OCI process (process.json) to run.
     pub process: PathBuf,
+    /// The process's stdio.
     pub stdio: Stdio,
+    /// The shim's state directory (see [`Layout`]).
     pub base: PathBuf,
     /// Where the shim's supervisor takes the exec'd process's seccomp notify fd.
     #[serde(default)]
@@ -68,6 +73,8 @@ enum ExecStdio {
     Console(UnixStream),
 }
 
+/// Start the process `req` names in the container (in the single-threaded helper): join
+/// its cgroup and namespaces, user namespace first, and exec. Returns its pid.
 pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
     let layout = Layout::new(&req.base);
     let container = Container::load(layout.container_state(&req.namespace, &req.id))

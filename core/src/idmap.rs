@@ -189,7 +189,8 @@ fn clone_mapped(
         attr_set: MOUNT_ATTR_IDMAP | flags.attr(),
         attr_clr: 0,
         propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
+        userns_fd: u64::try_from(userns.as_raw_fd())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
     };
     // SAFETY: mount_setattr on a detached tree we own, with a correctly sized struct.
     cvt(unsafe {

@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// Where the shim keeps its state unless told otherwise.
 pub const DEFAULT_BASE: &str = "/run/containerd-shim-eci";
 
 #[derive(Debug, Clone)]
+/// The shim's state directories, under one base.
 pub struct Layout {
     base: PathBuf,
 }
@@ -17,9 +19,11 @@ impl Default for Layout {
 }
 
 impl Layout {
+    /// Everything under `base`.
     pub fn new(base: impl Into<PathBuf>) -> Self {
         Layout { base: base.into() }
     }
+    /// The base directory.
     pub fn base(&self) -> &Path {
         &self.base
     }
@@ -27,6 +31,7 @@ impl Layout {
     pub fn state_root(&self, namespace: &str) -> PathBuf {
         self.base.join("state").join(namespace)
     }
+    /// libcontainer's state of one container.
     pub fn container_state(&self, namespace: &str, id: &str) -> PathBuf {
         self.state_root(namespace).join(id)
     }
@@ -47,6 +52,7 @@ impl Layout {
     pub fn emulation(&self, namespace: &str, id: &str) -> PathBuf {
         self.base.join("emu").join(namespace).join(id)
     }
+    /// The ID block leases.
     pub fn leases(&self) -> PathBuf {
         self.base.join("leases")
     }

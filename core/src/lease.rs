@@ -10,13 +10,11 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_LEASE_DIR: &str = "/run/containerd-shim-eci/leases";
-
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("{}", .0)]
     Exhausted(eci_policy::Refusal),
-    #[error("eci: the pod's ID block {first}..{end} is already leased to container {holder} (rule user-namespace; every pod with hostUsers: false needs a block of its own: let the kubelet pick it)", end = *first as u64 + 65536)]
+    #[error("eci: the pod's ID block {first}..{end} is already leased to container {holder} (rule user-namespace; every pod with hostUsers: false needs a block of its own: let the kubelet pick it)", end = u64::from(*first) + 65536)]
     BlockTaken { first: u32, holder: String },
     #[error("ID lease directory {0}: {1}")]
     Io(PathBuf, io::Error),
@@ -231,7 +229,7 @@ impl LeaseDir {
                 holder,
             }
         };
-        let lo = block.first as u64;
+        let lo = u64::from(block.first);
         for entry in fs::read_dir(&self.dir).map_err(|e| self.err(e))?.flatten() {
             let Some(first) = entry
                 .file_name()
@@ -240,8 +238,9 @@ impl LeaseDir {
             else {
                 continue;
             };
-            let f = first as u64;
-            let overlaps = f != lo && f < lo + BLOCK_SIZE as u64 && lo < f + BLOCK_SIZE as u64;
+            let f = u64::from(first);
+            let overlaps =
+                f != lo && f < lo + u64::from(BLOCK_SIZE) && lo < f + u64::from(BLOCK_SIZE);
             if overlaps && !self.reclaim_if_stale(IdBlock { first }) {
                 return Err(taken(first));
             }
@@ -399,7 +398,7 @@ mod tests {
             first: 100_000,
             blocks: 2,
         };
-        let me = ProcessRef::of(std::process::id() as i32);
+        let me = ProcessRef::of(std::process::id().cast_signed());
         let a = d.acquire(&pool, &record("a", me)).unwrap();
         let b = d.acquire(&pool, &record("b", me)).unwrap();
         assert_eq!((a.first, b.first), (100_000, 165_536));
@@ -423,11 +422,11 @@ mod tests {
             blocks: 1,
         };
         let dead = ProcessRef {
-            pid: std::process::id() as i32,
+            pid: std::process::id().cast_signed(),
             start_time: 1,
         };
         d.acquire(&pool, &record("gone", Some(dead))).unwrap();
-        let me = ProcessRef::of(std::process::id() as i32);
+        let me = ProcessRef::of(std::process::id().cast_signed());
         assert_eq!(d.acquire(&pool, &record("new", me)).unwrap().first, 100_000);
         assert_eq!(d.read(IdBlock { first: 100_000 }).unwrap().container, "new");
     }
@@ -435,7 +434,7 @@ mod tests {
     #[test]
     fn a_pods_own_block_is_leased_exclusively() {
         let d = dir("exact");
-        let me = ProcessRef::of(std::process::id() as i32);
+        let me = ProcessRef::of(std::process::id().cast_signed());
         let block = IdBlock { first: 1 << 31 };
         d.acquire_exact(block, &record("pod-a", me)).unwrap();
         let e = d.acquire_exact(block, &record("pod-b", me)).unwrap_err();
@@ -458,7 +457,7 @@ mod tests {
         assert_eq!(d.find("default", "pod-a"), Some(block));
         // Once its holder is gone, the block is reclaimed for the next pod.
         let dead = ProcessRef {
-            pid: std::process::id() as i32,
+            pid: std::process::id().cast_signed(),
             start_time: 1,
         };
         d.update(block, &record("pod-a", Some(dead))).unwrap();
@@ -506,7 +505,7 @@ mod tests {
             fs::write(format!("/proc/{pid}/uid_map"), format!("0 {first} 65536\n")).is_ok();
         let d = dir("mapped");
         let pool = IdPool { first, blocks: 2 };
-        let me = ProcessRef::of(std::process::id() as i32);
+        let me = ProcessRef::of(std::process::id().cast_signed());
         let got = d.acquire(&pool, &record("new", me));
         let _ = child.kill();
         let _ = child.wait();

@@ -2,22 +2,22 @@
 //! libcontainer. Creation and exec run in the single-threaded create helper; everything in
 //! [`ops`] is safe to call from the shim's async runtime.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod bundle;
-pub mod containerd;
+pub(crate) mod containerd;
 pub mod create;
-pub mod delegate;
+pub(crate) mod delegate;
 pub mod error;
 pub mod exec;
 pub mod hygiene;
-pub mod idmap;
+pub(crate) mod idmap;
 pub mod layout;
-pub mod lease;
-pub mod mountinfo;
+pub(crate) mod lease;
+pub(crate) mod mountinfo;
 pub mod ops;
-pub mod resolve;
-pub mod rootfs;
-pub mod unseen;
+pub(crate) mod resolve;
+pub(crate) mod rootfs;
+pub(crate) mod unseen;
 
 pub use create::{create, CreateError, CreateRequest, Created, Stdio};
 pub use error::{ErrorKind, ExecError};

@@ -19,15 +19,20 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 pub use libcgroups::stats::{MemoryData, Stats};
+/// An OCI LinuxResources, as Update sends it.
 pub type Resources = LinuxResources;
 
 #[derive(Debug, thiserror::Error)]
+/// Why an operation on a created container failed.
 pub enum OpError {
     #[error("container {0} does not exist")]
+    /// The container has no libcontainer state (never created, or deleted).
     NotFound(String),
     #[error("{0}")]
+    /// libcontainer or libcgroups failed.
     Libcontainer(String),
     #[error("{0}")]
+    /// A file or socket operation failed.
     Io(#[from] std::io::Error),
 }
 
@@ -38,9 +43,13 @@ fn lc(e: impl std::error::Error) -> OpError {
 /// How long delete waits for the container's killed processes to leave its user namespace.
 const KILLED_EXIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A created container, as the shim names it.
 pub struct Handle<'a> {
+    /// The shim's state directories.
     pub layout: &'a Layout,
+    /// containerd namespace.
     pub namespace: &'a str,
+    /// Container id.
     pub id: &'a str,
 }
 
@@ -91,6 +100,7 @@ impl Handle<'_> {
         Ok(pids)
     }
 
+    /// The pids in the container's cgroup.
     pub fn pids(&self) -> Result<Vec<i32>, OpError> {
         Ok(self
             .cgroup()?
@@ -101,22 +111,26 @@ impl Handle<'_> {
             .collect())
     }
 
+    /// Freeze the container's cgroup.
     pub fn pause(&self) -> Result<(), OpError> {
         self.cgroup()?.freeze(FreezerState::Frozen).map_err(lc)?;
         let mut c = self.load()?;
         c.set_status(ContainerStatus::Paused).save().map_err(lc)
     }
 
+    /// Thaw the container's cgroup.
     pub fn resume(&self) -> Result<(), OpError> {
         self.cgroup()?.freeze(FreezerState::Thawed).map_err(lc)?;
         let mut c = self.load()?;
         c.set_status(ContainerStatus::Running).save().map_err(lc)
     }
 
+    /// The container's cgroup statistics.
     pub fn stats(&self) -> Result<libcgroups::stats::Stats, OpError> {
         self.cgroup()?.stats().map_err(lc)
     }
 
+    /// Apply new resources to the container's cgroup.
     pub fn update(&self, resources: &LinuxResources) -> Result<(), OpError> {
         self.cgroup()?
             .apply(&ControllerOpt {

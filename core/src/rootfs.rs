@@ -21,8 +21,11 @@ use std::path::{Path, PathBuf};
 /// One mount of the rootfs as containerd describes it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RootfsMount {
+    /// Mount type (`overlay` or `bind`).
     pub typ: String,
+    /// Mount source.
     pub source: String,
+    /// Mount options as containerd gives them.
     pub options: Vec<String>,
 }
 
@@ -279,8 +282,8 @@ impl FsContext {
         // SAFETY: fsopen with a NUL-terminated file system name.
         let fd =
             cvt(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
-        // SAFETY: the kernel just returned this fd to us.
         Ok(FsContext {
+            // SAFETY: the kernel just returned this fd to us.
             fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
         })
     }
@@ -344,15 +347,13 @@ impl FsContext {
         // SAFETY: reading the context's message log into a buffer we own; each read returns
         // one message, ENODATA when none are left.
         loop {
+            // SAFETY: as above.
             let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
+            let Ok(n) = usize::try_from(n) else { break };
+            if n == 0 {
                 break;
             }
-            log.push(
-                String::from_utf8_lossy(&buf[..n as usize])
-                    .trim()
-                    .to_string(),
-            );
+            log.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
         }
         RootfsError::Overlay {
             step,
@@ -405,15 +406,15 @@ impl CreatorCreds {
         // SAFETY: setfsgid/setfsuid only change this thread's credentials; an ID of -1 is
         // invalid and returns the current one unchanged, which checks that the change held.
         let saved = unsafe {
-            let fsgid = libc::setfsgid(block.first) as u32;
-            let fsuid = libc::setfsuid(block.first) as u32;
+            let fsgid = libc::setfsgid(block.first).cast_unsigned();
+            let fsuid = libc::setfsuid(block.first).cast_unsigned();
             CreatorCreds { fsuid, fsgid, caps }
         };
         // SAFETY: as above; -1 only reads.
         let (uid, gid) = unsafe {
             (
-                libc::setfsuid(u32::MAX) as u32,
-                libc::setfsgid(u32::MAX) as u32,
+                libc::setfsuid(u32::MAX).cast_unsigned(),
+                libc::setfsgid(u32::MAX).cast_unsigned(),
             )
         };
         if (uid, gid) != (block.first, block.first) {

@@ -176,7 +176,10 @@ impl CgroupView {
 fn quota_cpus(quota: &str, period: &str) -> Option<u32> {
     let q: i64 = quota.parse().ok()?;
     let p: i64 = period.parse().ok()?;
-    (q > 0 && p > 0).then(|| ((q + p - 1) / p).max(1) as u32)
+    if q <= 0 || p <= 0 {
+        return None;
+    }
+    Some(u32::try_from(((q + p - 1) / p).max(1)).unwrap_or(u32::MAX))
 }
 
 fn stat_field(stat: Option<&str>, key: &str) -> u64 {

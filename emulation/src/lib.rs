@@ -10,12 +10,12 @@
 //! new file systems, a procfs or sysfs with the emulated files already bound in).
 
 pub mod agent;
-pub mod cgroup;
-pub mod mountops;
-pub mod newmount;
-pub mod procfs;
-pub mod render;
-pub mod supervisor;
+pub(crate) mod cgroup;
+pub(crate) mod mountops;
+pub(crate) mod newmount;
+pub(crate) mod procfs;
+pub(crate) mod render;
+pub(crate) mod supervisor;
 pub mod workers;
 
 pub use procfs::{Emulation, EMULATED};

@@ -158,7 +158,7 @@ fn legacy(m: &NewMount) -> Result<(), Errno> {
                 .map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void),
         )
     };
-    cvt(r as libc::c_long).map(drop)
+    cvt(libc::c_long::from(r)).map(drop)
 }
 
 /// `fd=N` in a FUSE mount's options, with N the process's fd number, made ours.

@@ -493,6 +493,7 @@ impl Emulation {
             .collect()
     }
 
+    /// Where the emulation is mounted on the host.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

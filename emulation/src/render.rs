@@ -38,7 +38,8 @@ pub fn sysinfo(
     tasks: usize,
 ) -> libc::sysinfo {
     let mut s = *host;
-    s.uptime = (uptime.as_secs() + u64::from(uptime.subsec_nanos() > 0)) as libc::c_long;
+    s.uptime = libc::c_long::try_from(uptime.as_secs() + u64::from(uptime.subsec_nanos() > 0))
+        .unwrap_or(libc::c_long::MAX);
     s.loads = [0; 3];
     s.totalswap = 0;
     s.freeswap = 0;

@@ -174,7 +174,8 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
 
 fn single_cpu(cpu: i32) -> Option<CpuSet> {
     let mut set = CpuSet::new();
-    (cpu >= 0 && set.set(cpu as usize).is_ok()).then_some(set)
+    let cpu = usize::try_from(cpu).ok()?;
+    set.set(cpu).is_ok().then_some(set)
 }
 
 /// Running supervision of one container. Dropping it stops the thread and the agent;
@@ -319,9 +320,10 @@ fn serve(
             .collect();
         let mut polls: Vec<PollFd> = notify
             .iter()
-            // SAFETY: the fds stay open in `fds` while this loop runs; only this thread removes them.
             .map(|fd| {
                 PollFd::new(
+                    // SAFETY: the fds stay open in `fds` while this loop runs; only this
+                    // thread removes them.
                     unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) },
                     PollFlags::POLLIN,
                 )
@@ -387,8 +389,8 @@ fn handle_one(fd: RawFd, agent: &mut Agent, view: &ContainerView) {
     if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV as _, &mut req) } < 0 {
         return;
     }
-    let pid = req.pid as i32;
-    let nr = req.data.nr as libc::c_long;
+    let pid = req.pid.cast_signed();
+    let nr = libc::c_long::from(req.data.nr);
     let views = [libc::SYS_sched_getaffinity, libc::SYS_sysinfo];
     let verdict = if views.contains(&nr) {
         decide(&req)
@@ -433,8 +435,8 @@ fn handle_one(fd: RawFd, agent: &mut Agent, view: &ContainerView) {
 /// perform (or refuse) itself.
 fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
     let a = req.data.args;
-    let pid = req.pid as i32;
-    let nr = req.data.nr as libc::c_long;
+    let pid = req.pid.cast_signed();
+    let nr = libc::c_long::from(req.data.nr);
     let verdict = match nr {
         libc::SYS_mount => {
             let flags = a[3];
@@ -773,7 +775,7 @@ fn affinity(
     if copied < 0 {
         return Err(Errno::last());
     }
-    mask.truncate(copied as usize);
+    mask.truncate(usize::try_from(copied).unwrap_or(0));
     if let Some(cpus) = cpus {
         narrow_mask(&mut mask, cpus);
     }
@@ -827,7 +829,7 @@ fn write_answer(
         return Err(Errno::ESRCH);
     }
     let written =
-        nix::sys::uio::pwrite(&mem, bytes, addr as libc::off_t).map_err(|_| Errno::EFAULT)?;
+        nix::sys::uio::pwrite(&mem, bytes, addr.cast_signed()).map_err(|_| Errno::EFAULT)?;
     if written != bytes.len() {
         return Err(Errno::EFAULT);
     }

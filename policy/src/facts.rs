@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 /// which catches hard links and bind-mount aliases that a path comparison misses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FileId {
+    /// Device of the file system.
     pub dev: u64,
+    /// Inode.
     pub ino: u64,
 }
 
@@ -16,32 +18,43 @@ pub struct FileId {
 /// which a comparison of host paths misses.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FsLocation {
+    /// The file system's device, as mountinfo names it.
     pub device: String,
+    /// The path within that file system.
     pub path: PathBuf,
     /// The file system type of the mount (`proc`, `sysfs`, `ext4` …).
     pub fstype: String,
 }
 
 impl FsLocation {
+    /// Whether this location is `other` or lies beneath it.
     pub fn is_within(&self, other: &FsLocation) -> bool {
         self.device == other.device && self.path.starts_with(&other.path)
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What kind of file a path names.
 pub enum FileKind {
+    /// A directory.
     Dir,
+    /// A unix socket.
     Socket,
     #[default]
+    /// Anything else.
     Other,
 }
 
 /// A path resolved the way the kernel will resolve it (symlinks, `..`, repeated slashes).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResolvedPath {
+    /// The path as the spec gives it.
     pub requested: PathBuf,
+    /// The path the kernel will use (symlinks and `..` resolved).
     pub canonical: PathBuf,
+    /// The file's identity.
     pub id: FileId,
+    /// What kind of file it is.
     pub kind: FileKind,
     /// Its number of hard links: more than one for a non-directory means another name exists
     /// somewhere on its file system.
@@ -79,10 +92,12 @@ pub struct BoundTree {
     /// with more than one hard link. Only searched for when a restricted file has more than one
     /// name; see `search`.
     pub linked: Vec<(PathBuf, FileId)>,
+    /// Whether the search covered the whole tree.
     pub search: TreeSearch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How far a search of a directory tree went.
 pub enum TreeSearch {
     /// No restricted file has a second name: there is nothing to search for.
     #[default]
@@ -90,7 +105,10 @@ pub enum TreeSearch {
     /// Every entry was looked at.
     Complete,
     /// The search stopped after this many entries (its cost is bounded).
-    Stopped { entries: u64 },
+    Stopped {
+        /// Entries looked at.
+        entries: u64,
+    },
 }
 
 /// The image containerd recorded for the container, resolved to its digest by asking containerd.
@@ -120,6 +138,7 @@ pub struct HostFacts {
     pub own_paths: Vec<PathBuf>,
     /// Restricted paths that are engine sockets, excepted for images the policy trusts.
     pub engine_sockets: Vec<ResolvedPath>,
+    /// The image the container runs, when containerd could say.
     pub image: Option<ImageRef>,
     /// Seconds the host has been up (CLOCK_BOOTTIME), so that a new time namespace can start
     /// the container's boot clock near zero.
@@ -127,6 +146,7 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
+    /// Whether the namespace at `path` (of type `typ`) is the host's own.
     pub fn namespace_is_host(&self, typ: LinuxNamespaceType, path: &Path) -> bool {
         match (
             self.namespace_paths.get(path),

@@ -2,6 +2,7 @@ use crate::idrange::IdPool;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// The administrator's policy file, read when the client names none.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/containerd-shim-eci/policy.toml";
 
 /// Paths no container may bind-mount, whatever the policy file says.
@@ -31,6 +32,7 @@ pub struct Policy {
     pub trusted_socket_images: Vec<String>,
     /// Where every refusal is appended as one JSON line.
     pub audit_log: PathBuf,
+    /// Where ID blocks come from.
     pub id_pool: IdPool,
 }
 
@@ -47,8 +49,11 @@ impl Default for Policy {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("policy file {path}: {message}")]
+/// A policy file that cannot be used.
 pub struct PolicyError {
+    /// The file.
     pub path: PathBuf,
+    /// What is wrong with it, with the line and column.
     pub message: String,
 }
 

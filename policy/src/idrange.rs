@@ -7,13 +7,16 @@ pub const BLOCK_SIZE: u32 = 65536;
 /// An exclusive block of host user and group IDs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IdBlock {
+    /// The first host ID of the block (container root).
     pub first: u32,
 }
 
 impl IdBlock {
+    /// How many IDs the block maps.
     pub fn size(self) -> u32 {
         BLOCK_SIZE
     }
+    /// Whether `host_id` lies in the block.
     pub fn contains(self, host_id: u32) -> bool {
         host_id >= self.first && host_id - self.first < BLOCK_SIZE
     }
@@ -34,12 +37,13 @@ impl Default for IdPool {
         // 100000 upward, as Docker's ECI does, up to just below 2^32 - 1 (the invalid ID).
         IdPool {
             first: 100_000,
-            blocks: ((u32::MAX as u64 - 100_000) / BLOCK_SIZE as u64) as u32,
+            blocks: ((u64::from(u32::MAX) - 100_000) / u64::from(BLOCK_SIZE)) as u32,
         }
     }
 }
 
 impl IdPool {
+    /// The block at `index` in the pool, if the pool has one.
     pub fn block(&self, index: u32) -> Option<IdBlock> {
         (index < self.blocks).then(|| IdBlock {
             first: self.first + index * BLOCK_SIZE,
@@ -63,6 +67,7 @@ impl IdPool {
         (off % BLOCK_SIZE == 0 && off / BLOCK_SIZE < self.blocks).then_some(IdBlock { first })
     }
 
+    /// Refuse a pool that cannot hold a block or overflows the ID space.
     pub fn validate(&self) -> Result<(), String> {
         if self.blocks == 0 {
             return Err("id_pool.blocks must be at least 1".into());
@@ -72,8 +77,8 @@ impl IdPool {
                 "id_pool.first must not be 0: host root would be mapped into containers".into(),
             );
         }
-        let end = self.first as u64 + self.blocks as u64 * BLOCK_SIZE as u64;
-        if end > u32::MAX as u64 {
+        let end = u64::from(self.first) + u64::from(self.blocks) * u64::from(BLOCK_SIZE);
+        if end > u64::from(u32::MAX) {
             return Err(format!(
                 "id_pool ends at {end}, past the largest valid ID {}",
                 u32::MAX - 1
@@ -86,12 +91,12 @@ impl IdPool {
 impl IdPool {
     /// One past the pool's last host ID.
     pub fn end(&self) -> u64 {
-        self.first as u64 + self.blocks as u64 * BLOCK_SIZE as u64
+        u64::from(self.first) + u64::from(self.blocks) * u64::from(BLOCK_SIZE)
     }
 
     /// Whether `[first, first + len)` shares a host ID with the pool.
     pub fn overlaps(&self, first: u64, len: u64) -> bool {
-        first < self.end() && (self.first as u64) < first + len
+        first < self.end() && u64::from(self.first) < first + len
     }
 }
 
@@ -100,7 +105,9 @@ impl IdPool {
 /// `/etc/subuid` entry of that user, by name or uid); without one it uses 65536 up to 2^32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KubeletRange {
+    /// The first host ID the kubelet may hand out.
     pub first: u64,
+    /// How many IDs it may hand out.
     pub len: u64,
     /// Whether the range comes from an `/etc/subuid` entry (else the kubelet's default).
     pub configured: bool,
@@ -109,14 +116,15 @@ pub struct KubeletRange {
 impl Default for KubeletRange {
     fn default() -> Self {
         KubeletRange {
-            first: BLOCK_SIZE as u64,
-            len: (1u64 << 32) - BLOCK_SIZE as u64,
+            first: u64::from(BLOCK_SIZE),
+            len: (1u64 << 32) - u64::from(BLOCK_SIZE),
             configured: false,
         }
     }
 }
 
 impl KubeletRange {
+    /// One past the last host ID.
     pub fn end(&self) -> u64 {
         self.first + self.len
     }
@@ -140,7 +148,10 @@ impl KubeletRange {
                 let (Ok(first), Ok(len)) = (f[1].parse::<u64>(), f[2].parse::<u64>()) else {
                     return Err(format!("/etc/subuid: bad entry {line:?}"));
                 };
-                if first % BLOCK_SIZE as u64 != 0 || len % BLOCK_SIZE as u64 != 0 || len == 0 {
+                if first % u64::from(BLOCK_SIZE) != 0
+                    || len % u64::from(BLOCK_SIZE) != 0
+                    || len == 0
+                {
                     return Err(format!(
                         "/etc/subuid: the kubelet's entry {line:?} must start at and span a multiple of 65536"
                     ));
@@ -159,7 +170,7 @@ impl KubeletRange {
     /// are apart. Kept apart, every block the kubelet hands out can be honoured.
     pub fn conflict(&self, pool: &IdPool) -> Option<String> {
         pool.overlaps(self.first, self.len).then(|| {
-            let suggest = pool.end().div_ceil(BLOCK_SIZE as u64) * BLOCK_SIZE as u64;
+            let suggest = pool.end().div_ceil(u64::from(BLOCK_SIZE)) * u64::from(BLOCK_SIZE);
             format!(
                 "the kubelet's user-namespace range {}..{} ({}) overlaps ECI's ID pool {}..{}: pods with hostUsers: false whose block falls in ECI's pool are refused. Keep them apart: add a user `kubelet` and an /etc/subuid entry `kubelet:{suggest}:{}` (past ECI's pool), or move ECI's pool with [id_pool] first/blocks in the policy",
                 self.first,
@@ -167,7 +178,7 @@ impl KubeletRange {
                 if self.configured { "/etc/subuid" } else { "the kubelet's default, no `kubelet` entry in /etc/subuid" },
                 pool.first,
                 pool.end(),
-                (110u64 * BLOCK_SIZE as u64).min((1u64 << 32) - suggest),
+                (110u64 * u64::from(BLOCK_SIZE)).min((1u64 << 32) - suggest),
             )
         })
     }

@@ -27,6 +27,7 @@ use oci_spec::runtime::Spec;
 /// What [`harden`] decided besides the spec itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hardened {
+    /// The spec to build from.
     pub spec: Spec,
     /// Bind mounts the caller must ID-map, by index into `spec.mounts()`.
     pub idmapped_binds: Vec<usize>,

@@ -148,15 +148,16 @@ pub fn requested_block(
         );
     }
     let m = &uids[0];
-    let (first, size) = (m.host_id() as u64, m.size() as u64);
-    if m.container_id() != 0 || size != BLOCK_SIZE as u64 {
+    let (first, size) = (u64::from(m.host_id()), u64::from(m.size()));
+    if m.container_id() != 0 || size != u64::from(BLOCK_SIZE) {
         return refuse(
             "does not map container IDs 0..65535, the block every ECI container gets".into(),
             KUBELET_BLOCK,
         );
     }
     // 2^32 - 1 is no ID at all (the kernel's "invalid" uid): the last block cannot be whole.
-    if first == 0 || first < kubelet.first || first + size > kubelet.end().min(u32::MAX as u64) {
+    if first == 0 || first < kubelet.first || first + size > kubelet.end().min(u64::from(u32::MAX))
+    {
         return refuse(
             format!(
                 "maps host IDs outside the kubelet's range {}..{}{}, which would hand the pod host root or the host's own users",
@@ -167,7 +168,7 @@ pub fn requested_block(
             "let the kubelet pick the pod's block, from its range in /etc/subuid",
         );
     }
-    if first % BLOCK_SIZE as u64 != 0 {
+    if first % u64::from(BLOCK_SIZE) != 0 {
         return refuse(
             "does not start at a multiple of 65536, as every kubelet block does".into(),
             KUBELET_BLOCK,

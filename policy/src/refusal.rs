@@ -3,16 +3,24 @@ use std::fmt;
 /// The rule a refusal comes from; its name is what the audit log records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
+    /// Sharing a namespace with the host.
     HostNamespace,
+    /// The user namespace and its ID block.
     UserNamespace,
+    /// A bind mount of a restricted host path.
     RestrictedMount,
+    /// A device the container may not have.
     Device,
+    /// The policy file itself.
     PolicyFile,
+    /// No ID block is free.
     IdPoolExhausted,
+    /// A spec that is not valid OCI.
     InvalidSpec,
 }
 
 impl Rule {
+    /// The rule's name, as refusals print it.
     pub fn name(self) -> &'static str {
         match self {
             Rule::HostNamespace => "host-namespace",
@@ -30,6 +38,7 @@ impl Rule {
 /// `docker run`: what is refused and what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The rule that refuses.
     pub rule: Rule,
     /// The seed's wording of what is refused.
     pub detail: String,
@@ -38,6 +47,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal by `rule`: what is wrong (`detail`) and what to change (`fix`).
     pub fn new(rule: Rule, detail: impl Into<String>, fix: impl Into<String>) -> Self {
         Refusal {
             rule,

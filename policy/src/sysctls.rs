@@ -11,6 +11,7 @@ const PING_GROUP_RANGE: &str = "net.ipv4.ping_group_range";
 /// The highest group ID the container's user namespace maps.
 const LAST_ID: u64 = BLOCK_SIZE as u64 - 1;
 
+/// Keep only the sysctls a container's own namespaces hold.
 pub fn harden(spec: &mut Spec) {
     let Some(mut linux) = spec.linux().clone() else {
         return;

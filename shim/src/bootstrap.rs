@@ -470,10 +470,11 @@ fn wait_ready(child: &mut Child) -> PResult<()> {
 /// container or helper inherits it.
 pub fn inherited_listener() -> Option<UnixListener> {
     let fd: i32 = std::env::var(LISTEN_FD_ENV).ok()?.parse().ok()?;
-    // SAFETY: fstat on an fd number; a closed fd only yields EBADF.
+    // SAFETY: libc::stat is plain data, for which all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid out-pointer.
     if fd < 3
+        // SAFETY: fstat on an fd number (a closed one only yields EBADF); `st` is a valid
+        // out-pointer.
         || unsafe { libc::fstat(fd, &mut st) } != 0
         || st.st_mode & libc::S_IFMT != libc::S_IFSOCK
     {

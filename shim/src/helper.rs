@@ -158,7 +158,7 @@ pub(crate) async fn call(
             .process_group(0)
             .spawn()?;
         let stdout = child.stdout.take().expect("piped stdout");
-        Ok((child.id() as i32, stdout))
+        Ok((child.id().cast_signed(), stdout))
     };
     let (pid, stdout) = match tokio::task::spawn_blocking(spawn).await {
         Ok(Ok(started)) => started,
@@ -232,7 +232,7 @@ async fn read_reply(
 /// it is signalled, so a recycled pid is never hit. Children of the killed are orphaned to
 /// the shim in turn, so this repeats until the group is empty (for at most two seconds).
 pub(crate) fn kill_group(pgid: i32) {
-    let me = std::process::id() as i32;
+    let me = std::process::id().cast_signed();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let mut found = false;

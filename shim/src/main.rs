@@ -20,6 +20,7 @@ mod service;
 mod shim;
 mod stdio;
 
+/// The runtime name containerd knows this shim by.
 pub const RUNTIME_NAME: &str = "io.containerd.eci.v2";
 
 fn main() {

@@ -6,15 +6,20 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The runtime name the tests ask containerd for.
 pub const RUNTIME: &str = "io.containerd.eci.v2";
 
+/// The private containerd the tests drive.
 pub struct Env {
+    /// Its socket.
     pub address: String,
+    /// The busybox image it holds.
     pub image: String,
     /// The `ctr` of the containerd under test (its flags and output differ between 1.6 and 2.x).
     pub ctr: String,
 }
 
+/// The repository's root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -70,13 +75,17 @@ pub fn env() -> &'static Env {
 
 /// dockerd on a containerd of its own whose runc shim name is enforced to ECI.
 pub struct DockerEnv {
+    /// DOCKER_HOST of the private dockerd.
     pub host: String,
+    /// The docker CLI.
     pub cli: String,
     /// The address of dockerd's containerd: restricted for its containers.
     pub containerd: String,
+    /// The image the docker tests run.
     pub image: String,
 }
 
+/// The private dockerd, started on first use.
 pub fn docker_env() -> &'static DockerEnv {
     static ENV: OnceLock<DockerEnv> = OnceLock::new();
     ENV.get_or_init(|| {
@@ -101,10 +110,13 @@ pub fn docker_env() -> &'static DockerEnv {
 
 /// containerd's CRI plugin with the ECI shim as runtime handler "eci" (scripts/crienv.sh).
 pub struct CriEnv {
+    /// The CRI socket.
     pub socket: String,
+    /// The image the CRI tests run.
     pub image: String,
 }
 
+/// The private containerd with its CRI plugin, started on first use.
 pub fn cri_env() -> &'static CriEnv {
     static ENV: OnceLock<CriEnv> = OnceLock::new();
     ENV.get_or_init(|| {
@@ -119,10 +131,13 @@ pub fn cri_env() -> &'static CriEnv {
 
 /// containerd 2.x's CRI with handlers `runc` and `eci` (scripts/critest.sh), for crictl.
 pub struct CritestEnv {
+    /// The CRI endpoint critest drives.
     pub endpoint: String,
+    /// The image critest runs.
     pub image: String,
 }
 
+/// The containerd critest drives, started on first use.
 pub fn critest_env() -> &'static CritestEnv {
     static ENV: OnceLock<CritestEnv> = OnceLock::new();
     ENV.get_or_init(|| {
@@ -179,9 +194,13 @@ pub fn name(prefix: &str) -> String {
     )
 }
 
+/// What a command did.
 pub struct Run {
+    /// Its exit status (-1 when killed).
     pub code: i32,
+    /// What it printed.
     pub stdout: String,
+    /// What it printed on stderr.
     pub stderr: String,
 }
 
@@ -195,6 +214,7 @@ impl From<Output> for Run {
     }
 }
 
+/// Run `ctr` against the private containerd.
 pub fn ctr(args: &[&str]) -> Run {
     Command::new(&env().ctr)
         .arg("--address")
@@ -281,6 +301,7 @@ pub fn remove(id: &str) {
     let _ = ctr(&["container", "delete", id]);
 }
 
+/// Poll `f` until it holds or `timeout` passes; whether it held.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -301,6 +322,7 @@ pub fn parse_uid_map(text: &str) -> Option<(u32, u32, u32)> {
     (f.len() == 3).then(|| (f[0], f[1], f[2]))
 }
 
+/// The shim's state directory.
 pub const BASE: &str = "/run/containerd-shim-eci";
 
 /// Everything the shim may leave on the host for container `id`, that exists now.
