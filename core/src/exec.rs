@@ -79,11 +79,12 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             .join("config.json"),
     )
     .map_err(|e| other(e.to_string()))?;
+    let cgroup_path = container
+        .spec()
+        .map_err(|e| other(error_chain(&e)))?
+        .cgroup_path;
     let cgroup = create_cgroup_manager(CgroupConfig {
-        cgroup_path: container
-            .spec()
-            .map_err(|e| other(error_chain(&e)))?
-            .cgroup_path,
+        cgroup_path: cgroup_path.clone(),
         systemd_cgroup: false,
         container_name: req.id.clone(),
     })
@@ -176,8 +177,13 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             drop(report_w);
             drop(go_r);
             let joined = cgroup.add_task(child);
+            // And where the create helper put the init in the hierarchies libcontainer leaves
+            // alone (cgroup2 and name=systemd on a hybrid host).
+            let placed = joined.as_ref().map_or(Ok(()), |_| {
+                crate::delegate::place_exec(child.as_raw(), &cgroup_path, init.as_raw())
+            });
             let mut go = File::from(go_w);
-            if joined.is_ok() {
+            if joined.is_ok() && placed.is_ok() {
                 let _ = go.write_all(b"g");
             }
             drop(go);
@@ -185,6 +191,7 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             let _ = File::from(report_r).read_to_string(&mut out);
             let status = waitpid(child, None);
             joined.map_err(|e| other(format!("join container cgroup: {}", error_chain(&e))))?;
+            placed.map_err(|e| other(format!("join container cgroup: {e}")))?;
             parse_report(&out)
                 .map_err(|e| other(format!("{e} (report {out:?}, first child {status:?})")))
         }
