@@ -418,3 +418,48 @@ fn emulation_work_is_bounded_and_charged_to_the_container() {
         "the container's cpu cgroup is left"
     );
 }
+
+/// An overlay reads its layers below any mount: with a sysfs directory as a layer it showed
+/// the host's `/sys/devices/system/cpu/online` ("0-1" under `--cpus 1`), not the emulated file
+/// bound over it. Now a procfs or sysfs layer is refused (EINVAL, as overlay refuses procfs),
+/// judged on the very fd the kernel gets, so a symlink swapped while mounting does not help;
+/// an overlay of the container's own directories (on a tmpfs: overlay refuses an upper on the
+/// rootfs' overlay), named by relative paths, still works.
+#[test]
+fn an_overlay_of_sysfs_shows_no_host_file() {
+    let script = "cat /sys/devices/system/cpu/online; mkdir -p /tmp/e /tmp/o /tmp/l /tmp/u /tmp/w /tmp/m /tmp/r; \
+        mount -t overlay o -o lowerdir=/sys/devices/system/cpu:/tmp/e /tmp/o 2>/dev/null \
+          && echo OVERLAY $(cat /tmp/o/online) && umount /tmp/o; \
+        mkdir -p /tmp/t && mount -t tmpfs t /tmp/t && cd /tmp/t && mkdir l u w m && echo file > l/f; \
+        mount -t overlay o -o lowerdir=l,upperdir=u,workdir=w m && echo OWN $(cat m/f) \
+          && echo new > m/g && cat u/g && umount m; cd /; \
+        (i=0; while [ $i -lt 400 ]; do ln -sfn /sys/devices/system/cpu /tmp/flip; ln -sfn /tmp/l /tmp/flip; i=$((i+1)); done) & \
+        i=0; while [ $i -lt 200 ]; do \
+          if mount -t overlay o -o lowerdir=/tmp/flip:/tmp/e /tmp/r 2>/dev/null; then \
+            [ -e /tmp/r/online ] && echo RACED $(cat /tmp/r/online); umount /tmp/r; fi; i=$((i+1)); done; wait; echo DONE";
+    let r = run(
+        &name("overlay-sys"),
+        &["--privileged", "--cpus", "1"],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"0"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains("OVERLAY"),
+        "an overlay of sysfs was mounted: {}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("RACED"),
+        "a swapped layer reached sysfs: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("OWN file\nnew\n"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stdout.contains("DONE"), "{}", r.stdout);
+}
