@@ -100,6 +100,15 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             .ok()
             == ours.ok()
     };
+    // The init's pid names the init only while the init is not reaped: held from before its
+    // namespaces are opened until after, and then checked alive and in the container's cgroup,
+    // no other process that got the pid meanwhile (another container's) is joined.
+    let init_fd = pidfd_open(init.as_raw()).map_err(|e| {
+        other(format!(
+            "container {} is gone (its init {init}: {e})",
+            req.id
+        ))
+    })?;
     let mut namespaces: Vec<(File, CloneFlags)> = Vec::new();
     for (name, flag) in NAMESPACES {
         let f = File::open(format!("/proc/{init}/ns/{name}")).map_err(|e| {
@@ -112,6 +121,17 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
             namespaces.push((f, *flag));
         }
     }
+    let in_container = fs::read_to_string(format!("/proc/{init}/cgroup"))
+        .is_ok_and(|text| in_cgroup(&text, &cgroup_path));
+    if !in_container || !alive(&init_fd) {
+        return Err(other(format!(
+            "container {} is gone (its init {init} exited, or its pid names another process \
+             outside the container's cgroup {})",
+            req.id,
+            cgroup_path.display()
+        )));
+    }
+    drop(init_fd);
     // A namespace the container's user namespace does not own (a CRI pod's network namespace,
     // which the host or, for a pod with hostUsers: false, containerd's own user namespace owns)
     // is joined before the user namespace, while the process still holds the host's
@@ -196,6 +216,41 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
                 .map_err(|e| other(format!("{e} (report {out:?}, first child {status:?})")))
         }
     }
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes no pointers; a pidfd is always close-on-exec.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Whether the pidfd's process is not reaped yet (a zombie still holds its pid).
+fn alive(pidfd: &OwnedFd) -> bool {
+    // SAFETY: signal 0 only checks; no siginfo pointer.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
+}
+
+/// Whether a /proc/PID/cgroup text places the process in `cgroup_path` or beneath it (a
+/// delegated container moves its init into cgroups of its own), in some hierarchy.
+fn in_cgroup(proc_cgroup: &str, cgroup_path: &Path) -> bool {
+    let wanted = Path::new("/").join(cgroup_path);
+    proc_cgroup.lines().any(|l| {
+        l.splitn(3, ':')
+            .nth(2)
+            .is_some_and(|p| Path::new(p).starts_with(&wanted))
+    })
 }
 
 /// The report holds the new pid, then (only if execve failed) the error. Both children write
@@ -505,4 +560,25 @@ fn setup_terminal(socket: &UnixStream, process: &Process) -> Result<(), String> 
     .map_err(|e| format!("send pty master: {e}"))?;
     drop(master);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_init_is_in_its_container_cgroup_or_beneath() {
+        let hybrid = "9:name=systemd:/default/c1\n4:memory:/default/c1\n0::/default/c1\n";
+        assert!(in_cgroup(hybrid, Path::new("/default/c1")));
+        assert!(in_cgroup(hybrid, Path::new("default/c1")));
+        let moved = "0::/default/c1/init.scope\n";
+        assert!(in_cgroup(moved, Path::new("/default/c1")));
+        let other = "4:memory:/default/c10\n0::/default/c10\n";
+        assert!(!in_cgroup(other, Path::new("/default/c1")));
+        assert!(!in_cgroup(
+            "1:cpu:/\n0::/system.slice\n",
+            Path::new("/default/c1")
+        ));
+        assert!(!in_cgroup("", Path::new("/default/c1")));
+    }
 }
