@@ -463,3 +463,33 @@ fn an_overlay_of_sysfs_shows_no_host_file() {
     );
     assert!(r.stdout.contains("DONE"), "{}", r.stdout);
 }
+
+/// A non-recursive bind of a procfs or sysfs directory would leave the emulated files behind;
+/// the agent judges the source it resolved, whatever name the process gave it: through its own
+/// `/proc/self/root`, `cwd`, `thread-self`, its init's root, one of its fds, or with `..`
+/// after `/proc/self/…` (which would climb the host's /proc the agent resolves those in).
+#[test]
+fn binds_of_proc_named_through_the_callers_own_links_are_refused() {
+    let script = "mkdir -p /tmp/x; cd /proc; exec 3</proc; \
+        for s in /proc/self/root/proc /proc/self/cwd /proc/self/cwd/sys /proc/self/root/../../ \
+                 /proc/thread-self/root/proc/sys /proc/self/fd/0/../ /proc/1/root/proc \
+                 /proc/self/root/sys/devices/system/cpu /proc/self/fd/3; do \
+          if mount --bind $s /tmp/x 2>/dev/null; then \
+            echo BOUND $s $(grep MemTotal /tmp/x/meminfo 2>/dev/null) $(cat /tmp/x/online 2>/dev/null); \
+            umount /tmp/x; else echo REFUSED $s; fi; done";
+    let r = run(
+        &name("bind-self"),
+        &["--privileged", "--memory-limit", "268435456", "--cpus", "1"],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout
+            .lines()
+            .filter(|l| l.starts_with("REFUSED"))
+            .count(),
+        9,
+        "{}",
+        r.stdout
+    );
+}
