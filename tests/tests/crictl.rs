@@ -168,6 +168,69 @@ fn crictl_runs_a_pod_under_eci_from_runp_to_rmp() {
     assert_eq!(left, Vec::<String>::new());
 }
 
+/// Mount propagation from the host (Kubernetes' HostToContainer, CRI `rslave`; Bidirectional,
+/// `rshared`) is refused by its rule: an ECI bind is an ID-mapped copy that shares no mounts
+/// with the host. (Before, the start failed with libcontainer's "failed seccomp listener".)
+#[test]
+fn mount_propagation_from_the_host_is_refused_by_name() {
+    for (propagation, word) in [(1, "rslave"), (2, "rshared")] {
+        let name = name("crictl-propagation");
+        let dir = std::env::temp_dir().join(&name);
+        let vol = dir.join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        // containerd accepts propagation only from a shared (or slave) host mount, as critest
+        // makes one: the test's own directory, bound onto itself.
+        let sh = |cmd: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", cmd])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let v = vol.display();
+        assert!(sh(&format!(
+            "mount --bind {v} {v} && mount --make-shared {v}"
+        )));
+        let pod_cfg = write(&dir, "pod.json", pod_json(&name, &dir.join("logs"), None));
+        let ctr_cfg = write(
+            &dir,
+            "ctr.json",
+            container_json(
+                &["sleep", "60"],
+                serde_json::json!([{"container_path": "/vol", "host_path": vol, "propagation": propagation}]),
+            ),
+        );
+        let pod = ok(
+            &crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]),
+            "runp",
+        );
+        let created = crictl(&[
+            "create",
+            &pod,
+            ctr_cfg.to_str().unwrap(),
+            pod_cfg.to_str().unwrap(),
+        ]);
+        let ctr = created.stdout.trim().to_string();
+        let started = (created.code == 0).then(|| crictl(&["start", &ctr]));
+        let left = remove_pod(&pod, &[&pod, &ctr]);
+        let unmounted = sh(&format!("umount {v}"));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        assert!(unmounted, "the test's bind of {v} stays mounted");
+        assert_eq!(created.code, 0, "create: {}", created.stderr);
+        let started = started.unwrap();
+        assert_ne!(started.code, 0, "{word}: the container started");
+        assert!(
+            started.stderr.contains(&format!(
+                "can't mount {} with propagation {word}",
+                vol.display()
+            )) && started.stderr.contains("rule mount-propagation"),
+            "{word}: {}",
+            started.stderr
+        );
+        assert_eq!(left, Vec::<String>::new());
+    }
+}
+
 /// A block of 65536 IDs where the kubelet hands them out (its default range, 65536 up), past
 /// ECI's pool (critest.sh's policy: 1000 blocks from 100000), distinct per test run.
 fn kubelet_block() -> u32 {
