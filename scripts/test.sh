@@ -62,6 +62,8 @@ done
 # with the containerd image store (Docker 29's default), and enforcement with overlay2.
 D29=$TOOLS/docker-29.8.1
 if [ -x "$D29/dockerd" ] && [ -x "$TOOLS/containerd-2.4.2/containerd" ]; then
+  # The soak below runs on what the matrix's last entry left set.
+  saved_env=$(export -p | grep -E ' (ECI_CONTAINERD_BIN_DIR|ECI_TEST_ROOT|ECI_DOCKER_ROOT|ECI_CRI_ROOT)=' || true)
   for combo in default-runtime:containerd enforce:overlay2; do
     select=${combo%:*} store=${combo#*:}
     export ECI_CONTAINERD_BIN_DIR=$TOOLS/containerd-2.4.2 ECI_DOCKERD_BIN=$D29/dockerd \
@@ -79,6 +81,8 @@ if [ -x "$D29/dockerd" ] && [ -x "$TOOLS/containerd-2.4.2/containerd" ]; then
     echo "=== dockerd 29 ($select, $store) took $((SECONDS - start)) s ===" | tee -a "$log"
   done
   unset ECI_DOCKERD_BIN ECI_DOCKER_SELECT ECI_DOCKER_STORE ECI_DOCKER_HOST ECI_DOCKER_CLI ECI_DOCKER_CONTAINERD ECI_DOCKER_IMAGE
+  unset ECI_CONTAINERD_BIN_DIR ECI_TEST_ROOT ECI_DOCKER_ROOT ECI_CRI_ROOT ECI_CONTAINERD ECI_TEST_IMAGE ECI_CTR
+  eval "$saved_env"
 else
   echo "dockerd 29 not found in $D29 (scripts/install-go-tools.sh): its docker tests are skipped" | tee -a "$log"
 fi
