@@ -10,12 +10,19 @@ pub fn is_bind(m: &Mount) -> bool {
             .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
 }
 
-/// Refuse restricted sources; return the binds the caller must ID-map.
+/// Propagation a bind cannot have under ECI: it is an ID-mapped copy (`open_tree` clone),
+/// in no peer group of the host's, so nothing mounted on either side reaches the other. CRI's
+/// HostToContainer is `rslave`, Bidirectional `rshared`.
+const PROPAGATION_FROM_HOST: &[&str] = &["rslave", "slave", "rshared", "shared"];
+
+/// Refuse restricted sources and propagation from the host; return the binds the caller must
+/// ID-map.
 pub(crate) fn harden(
     spec: &mut Spec,
     facts: &HostFacts,
     policy: &Policy,
 ) -> Result<Vec<usize>, Refusal> {
+    normalize_rootfs_propagation(spec);
     let mut binds = Vec::new();
     for (index, m) in spec.mounts().iter().flatten().enumerate() {
         if !is_bind(m) {
@@ -24,6 +31,21 @@ pub(crate) fn harden(
         let Some(source) = m.source().as_deref() else {
             continue;
         };
+        if let Some(p) = m
+            .options()
+            .iter()
+            .flatten()
+            .find(|o| PROPAGATION_FROM_HOST.contains(&o.as_str()))
+        {
+            return Err(Refusal::new(
+                Rule::MountPropagation,
+                format!(
+                    "can't mount {} with propagation {p}: an eci bind is an ID-mapped copy that shares no mounts with the host",
+                    source.display()
+                ),
+                "drop the propagation (Kubernetes: mountPropagation None; docker: no :rslave/:rshared), or run this pod under runc",
+            ));
+        }
         let Some(resolved) = facts.mount_sources.get(source) else {
             return Err(Refusal::new(
                 Rule::InvalidSpec,
@@ -38,6 +60,23 @@ pub(crate) fn harden(
         binds.push(index);
     }
     Ok(binds)
+}
+
+/// CRI writes `rootfsPropagation` as `rslave` or `rshared`, runc's words; libcontainer knows
+/// only `slave`, `shared`, `private` and `unbindable`, always recursive, and failed such a
+/// container with an unrelated error. The container's mount namespace belongs to its own user
+/// namespace, so the host's shared mounts arrive as slaves and `shared` joins no host peer
+/// group.
+fn normalize_rootfs_propagation(spec: &mut Spec) {
+    let Some(mut linux) = spec.linux().clone() else {
+        return;
+    };
+    let plain = match linux.rootfs_propagation().as_deref() {
+        Some(p @ ("rslave" | "rshared" | "rprivate" | "runbindable")) => p[1..].to_string(),
+        _ => return,
+    };
+    linux.set_rootfs_propagation(Some(plain));
+    spec.set_linux(Some(linux));
 }
 
 /// File systems of the host's kernel: a bind of one (or of a directory holding one) shows the
@@ -278,6 +317,39 @@ mod tests {
         f.image = image;
         let mut spec = with_bind(source, &mut f, resolved);
         harden(&mut spec, &f, policy)
+    }
+
+    #[test]
+    fn propagation_from_the_host_is_refused_and_rootfs_propagation_is_libcontainers_word() {
+        for p in ["rslave", "rshared"] {
+            let mut f = facts();
+            let mut spec = with_bind("/home/u", &mut f, rp("/home/u", "/home/u", 20));
+            let mut mounts = spec.mounts().clone().unwrap();
+            let last = mounts.last_mut().unwrap();
+            last.set_options(Some(vec!["rbind".into(), p.into()]));
+            spec.set_mounts(Some(mounts));
+            let r = harden(&mut spec, &f, &Policy::default()).unwrap_err();
+            assert_eq!(r.rule, Rule::MountPropagation);
+            assert!(
+                r.to_string()
+                    .contains(&format!("can't mount /home/u with propagation {p}")),
+                "{r}"
+            );
+        }
+        let mut f = facts();
+        let mut spec = with_bind("/home/u", &mut f, rp("/home/u", "/home/u", 20));
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_rootfs_propagation(Some("rslave".into()));
+        spec.set_linux(Some(linux));
+        harden(&mut spec, &f, &Policy::default()).unwrap();
+        assert_eq!(
+            spec.linux()
+                .as_ref()
+                .unwrap()
+                .rootfs_propagation()
+                .as_deref(),
+            Some("slave")
+        );
     }
 
     #[test]

@@ -902,12 +902,16 @@ impl Task for TaskService {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TResult<StatsResponse> {
-        let stats = self
-            .on_container(&req.id, move |h| h.stats())
+        let (stats, oom) = self
+            .on_container(&req.id, move |h| {
+                // A kernel without oom_kill in the file (before 4.13) still has the rest.
+                h.stats()
+                    .map(|s| (s, h.memory_events().unwrap_or_default()))
+            })
             .await?
             .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
         Ok(StatsResponse {
-            stats: Some(crate::metrics::to_any(&stats)).into(),
+            stats: Some(crate::metrics::to_any(&stats, &oom)).into(),
             ..Default::default()
         })
     }

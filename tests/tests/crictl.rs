@@ -111,6 +111,7 @@ fn crictl_runs_a_pod_under_eci_from_runp_to_rmp() {
         crictl(&["logs", &ctr]).stdout.contains("hello from crictl")
     });
     let stats = crictl(&["stats", "-o", "json", "--id", &ctr]);
+    let metrics = crictl(&["metricsp", "-o", "json"]);
     let pid = container_pid(&ctr);
     let host_uid = host_uid_of(pid);
     let left = remove_pod(&pod, &[&pod, &ctr]);
@@ -139,7 +140,95 @@ fn crictl_runs_a_pod_under_eci_from_runp_to_rmp() {
         "crictl stats: {stats}"
     );
     assert!(s["cpu"]["usageCoreNanoSeconds"].is_object(), "{stats}");
+    // The kubelet's cAdvisor-style metrics (critest's "listing pod sandbox metrics"): CFS
+    // throttling and OOM kills come from the shim's task metrics.
+    let metrics: serde_json::Value = serde_json::from_str(&metrics.stdout).unwrap_or_default();
+    let names: Vec<&str> = metrics["podMetrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["podSandboxId"] == pod.as_str())
+        .flat_map(|p| p["containerMetrics"].as_array().into_iter().flatten())
+        .filter(|c| c["containerId"] == ctr.as_str())
+        .flat_map(|c| c["metrics"].as_array().into_iter().flatten())
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    for want in [
+        "container_cpu_cfs_periods_total",
+        "container_cpu_cfs_throttled_periods_total",
+        "container_cpu_cfs_throttled_seconds_total",
+        "container_oom_events_total",
+        "container_memory_usage_bytes",
+    ] {
+        assert!(
+            names.contains(&want),
+            "crictl metricsp lacks {want}: {names:?}"
+        );
+    }
     assert_eq!(left, Vec::<String>::new());
+}
+
+/// Mount propagation from the host (Kubernetes' HostToContainer, CRI `rslave`; Bidirectional,
+/// `rshared`) is refused by its rule: an ECI bind is an ID-mapped copy that shares no mounts
+/// with the host. (Before, the start failed with libcontainer's "failed seccomp listener".)
+#[test]
+fn mount_propagation_from_the_host_is_refused_by_name() {
+    for (propagation, word) in [(1, "rslave"), (2, "rshared")] {
+        let name = name("crictl-propagation");
+        let dir = std::env::temp_dir().join(&name);
+        let vol = dir.join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        // containerd accepts propagation only from a shared (or slave) host mount, as critest
+        // makes one: the test's own directory, bound onto itself.
+        let sh = |cmd: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", cmd])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let v = vol.display();
+        assert!(sh(&format!(
+            "mount --bind {v} {v} && mount --make-shared {v}"
+        )));
+        let pod_cfg = write(&dir, "pod.json", pod_json(&name, &dir.join("logs"), None));
+        let ctr_cfg = write(
+            &dir,
+            "ctr.json",
+            container_json(
+                &["sleep", "60"],
+                serde_json::json!([{"container_path": "/vol", "host_path": vol, "propagation": propagation}]),
+            ),
+        );
+        let pod = ok(
+            &crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]),
+            "runp",
+        );
+        let created = crictl(&[
+            "create",
+            &pod,
+            ctr_cfg.to_str().unwrap(),
+            pod_cfg.to_str().unwrap(),
+        ]);
+        let ctr = created.stdout.trim().to_string();
+        let started = (created.code == 0).then(|| crictl(&["start", &ctr]));
+        let left = remove_pod(&pod, &[&pod, &ctr]);
+        let unmounted = sh(&format!("umount {v}"));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        assert!(unmounted, "the test's bind of {v} stays mounted");
+        assert_eq!(created.code, 0, "create: {}", created.stderr);
+        let started = started.unwrap();
+        assert_ne!(started.code, 0, "{word}: the container started");
+        assert!(
+            started.stderr.contains(&format!(
+                "can't mount {} with propagation {word}",
+                vol.display()
+            )) && started.stderr.contains("rule mount-propagation"),
+            "{word}: {}",
+            started.stderr
+        );
+        assert_eq!(left, Vec::<String>::new());
+    }
 }
 
 /// A block of 65536 IDs where the kubelet hands them out (its default range, 65536 up), past
