@@ -128,6 +128,8 @@ fn mount_overlay(
             ))
         })?;
         let (fd, _) = open_path(&parent).map_err(io_err("open", &parent))?;
+        let plain_upper = open_beneath(&fd, &upper_rel).map_err(io_err("open", upper))?;
+        own_upper_relative(&plain_upper, block).map_err(io_err("own", upper))?;
         let tree =
             idmapped_clone_single(&fd, userns, LockedFlags::default()).map_err(|source| {
                 RootfsError::NotIdmappable {
@@ -155,6 +157,35 @@ fn mount_overlay(
     drop(trees);
     let mnt = fc.mount().map_err(io_err("fsmount overlay for", target))?;
     attach(&mnt, target).map_err(io_err("attach overlay at", target))
+}
+
+/// Store the upper dir's own owner as a container ID, as everything beneath it is stored.
+/// containerd's overlay snapshotter chowns a new upper dir to the pod's root *host* ID when the
+/// pod has a user namespace of its own (Kubernetes' `hostUsers: false`: the snapshot label
+/// `containerd.io/snapshot/uidmapping`), for runtimes that mount the upper plain. Seen through
+/// ECI's ID-mapped upper that host ID has no mapping (the mapping covers on-disk 0..65535): the
+/// rootfs would show `/` as 65534, and the block's root — overlay's creator credentials — holds
+/// no capability over an unmapped owner, so creating anything in `/` (a copy-up of `/etc` for
+/// the resolv.conf mount point) is EPERM. The dir is the container's own and empty at create,
+/// so this is one chown of one inode, through the fd just checked.
+fn own_upper_relative(upper: &OwnedFd, block: IdBlock) -> io::Result<()> {
+    let st = nix::sys::stat::fstat(upper.as_raw_fd())?;
+    let (uid, gid) = (block.container_id(st.st_uid), block.container_id(st.st_gid));
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    // SAFETY: fchownat on our own O_PATH fd with an empty path (AT_EMPTY_PATH); -1 (u32::MAX)
+    // leaves an ID unchanged.
+    cvt(unsafe {
+        libc::fchownat(
+            upper.as_raw_fd(),
+            c"".as_ptr(),
+            uid.unwrap_or(u32::MAX),
+            gid.unwrap_or(u32::MAX),
+            libc::AT_EMPTY_PATH,
+        )
+    } as libc::c_long)
+    .map(drop)
 }
 
 /// An overlay mount's options, split into the directories ECI ID-maps and the rest.

@@ -17,6 +17,11 @@ impl IdBlock {
     pub fn contains(self, host_id: u32) -> bool {
         host_id >= self.first && host_id - self.first < BLOCK_SIZE
     }
+
+    /// The container ID a host ID of this block stands for, if it is one of the block's.
+    pub fn container_id(self, host_id: u32) -> Option<u32> {
+        self.contains(host_id).then(|| host_id - self.first)
+    }
 }
 
 /// The host IDs containers may be given.
@@ -242,6 +247,12 @@ mod tests {
         .is_err());
         assert!(IdBlock { first: 100_000 }.contains(165_535));
         assert!(!IdBlock { first: 100_000 }.contains(165_536));
+        let b = IdBlock { first: 100_000 };
+        assert_eq!(b.container_id(100_000), Some(0));
+        assert_eq!(b.container_id(101_000), Some(1000));
+        assert_eq!(b.container_id(99_999), None);
+        assert_eq!(b.container_id(0), None);
+        assert_eq!(b.container_id(165_536), None);
     }
 
     #[test]
