@@ -400,3 +400,85 @@ fn an_exec_in_a_container_running_as_a_user_runs_as_that_user() {
     );
     assert_eq!(left, Vec::<String>::new());
 }
+
+/// Mount propagation through CRI. `Bidirectional` (containerd: `rshared` on the bind and a shared
+/// root file system) is refused when the container starts, naming the rule and what to use
+/// instead: an ECI container's mounts stay in its own user namespace and never reach the host.
+/// `HostToContainer` (`rslave`) works: a mount the host makes under the volume after the start
+/// shows in the container. containerd wants the source on a shared mount for both, so the test
+/// makes its own directory one, and removes it afterwards.
+#[test]
+fn mount_propagation_host_to_container_works_and_bidirectional_is_refused() {
+    let name = name("crictl-propagation");
+    let dir = std::env::temp_dir().join(&name);
+    let vol = dir.join("vol");
+    std::fs::create_dir_all(vol.join("late")).unwrap();
+    let host = |cmd: &str, args: &[&str]| -> Run {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .expect("run mount")
+            .into()
+    };
+    let host_mount = |args: &[&str]| {
+        let r = host("mount", args);
+        assert_eq!(r.code, 0, "mount {args:?}: {}", r.stderr);
+    };
+    let v = vol.to_str().unwrap();
+    host_mount(&["--bind", v, v]);
+    host_mount(&["--make-shared", v]);
+    let pod_cfg = write(&dir, "pod.json", pod_json(&name, &dir.join("logs"), None));
+    let pod = ok(
+        &crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]),
+        "runp",
+    );
+    let create = |file: &str, propagation: u32| {
+        let mut ctr = container_json(
+            &["sleep", "600"],
+            serde_json::json!([{"container_path": "/vol", "host_path": vol, "propagation": propagation}]),
+        );
+        ctr["metadata"]["name"] = serde_json::json!(file);
+        let cfg = write(&dir, file, ctr);
+        crictl(&[
+            "create",
+            &pod,
+            cfg.to_str().unwrap(),
+            pod_cfg.to_str().unwrap(),
+        ])
+    };
+    // CRI's MountPropagation: 1 = HOST_TO_CONTAINER, 2 = BIDIRECTIONAL.
+    let bidirectional = create("bidir.json", 2);
+    let bidir_start = crictl(&["start", bidirectional.stdout.trim()]);
+    let slave = create("slave.json", 1);
+    let slave_id = slave.stdout.trim().to_string();
+    let slave_start = crictl(&["start", &slave_id]);
+    let late = format!("{v}/late");
+    host_mount(&["-t", "tmpfs", "-o", "size=1m", "eci-late", &late]);
+    std::fs::write(vol.join("late/file"), "mounted after the start").unwrap();
+    let seen = crictl(&["exec", &slave_id, "cat", "/vol/late/file"]);
+    let left = remove_pod(&pod, &[&pod, bidirectional.stdout.trim(), &slave_id]);
+    let _ = host("umount", &[&late]);
+    let _ = host("umount", &[v]);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(bidirectional.code, 0, "create: {}", bidirectional.stderr);
+    assert_ne!(bidir_start.code, 0, "a Bidirectional volume was started");
+    assert!(
+        bidir_start.stderr.contains("rule mount-propagation")
+            && bidir_start
+                .stderr
+                .contains("can't propagate mounts to the host")
+            && bidir_start.stderr.contains("HostToContainer"),
+        "{}",
+        bidir_start.stderr
+    );
+    assert_eq!(slave.code, 0, "create: {}", slave.stderr);
+    assert_eq!(slave_start.code, 0, "start: {}", slave_start.stderr);
+    assert_eq!(
+        seen.stdout.trim(),
+        "mounted after the start",
+        "{}",
+        seen.stderr
+    );
+    assert_eq!(left, Vec::<String>::new());
+}
