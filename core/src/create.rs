@@ -684,9 +684,9 @@ pub fn userns_pools_report(policy_path: &Path) -> (bool, String) {
     };
     let pool = &policy.id_pool;
     match kubelet_range() {
-        Err(e) => (false, format!("kubelet user namespaces: {e}")),
+        Err(e) => (false, format!("WARNING: kubelet user namespaces: {e}")),
         Ok(k) => match k.conflict(pool) {
-            Some(why) => (false, format!("kubelet user namespaces: {why}")),
+            Some(why) => (false, format!("WARNING: kubelet user namespaces: {why}")),
             None => (
                 true,
                 format!(
@@ -698,6 +698,28 @@ pub fn userns_pools_report(policy_path: &Path) -> (bool, String) {
                 ),
             ),
         },
+    }
+}
+
+/// At the shim's start: when the kubelet's user-namespace range and ECI's pool (from the policy
+/// at `policy_path`) meet, say so in the shim's log (containerd's) and, once, in the audit log —
+/// before a pod is refused for it.
+pub fn warn_if_pools_meet(layout: &Layout, policy_path: &Path) {
+    let Ok(policy) = load_policy(policy_path) else {
+        // Every create reports a bad policy file itself.
+        return;
+    };
+    let conflict = match kubelet_range() {
+        Err(e) => Some(format!("kubelet user namespaces: {e}")),
+        Ok(k) => k.conflict(&policy.id_pool),
+    };
+    if let Some(detail) = conflict {
+        crate::audit::warn_once(
+            &policy.audit_log,
+            &layout.base().join("kubelet-pool-warning"),
+            Rule::UserNamespace,
+            &detail,
+        );
     }
 }
 

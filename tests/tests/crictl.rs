@@ -482,3 +482,70 @@ fn mount_propagation_host_to_container_works_and_bidirectional_is_refused() {
     );
     assert_eq!(left, Vec::<String>::new());
 }
+
+/// The kubelet's user-namespace range (no `kubelet` user here: its default, 65536 up to 2^32)
+/// meets ECI's pool (crienv.sh's policy: 1000 blocks from 100000). `enforce status` warns and
+/// says what to change, and a shim's start says so in containerd's log and, once per boot, in
+/// the audit log (a marker file per distinct warning, under the shim's state directory, records
+/// that it was written).
+#[test]
+fn a_kubelet_range_meeting_ecis_pool_is_reported() {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    if passwd.lines().any(|l| l.starts_with("kubelet:")) {
+        eprintln!(
+            "skipped: this host has a kubelet user; the test needs the kubelet's default range"
+        );
+        return;
+    }
+    let status: Run =
+        std::process::Command::new(repo().join("target/release/containerd-shim-eci-v2"))
+            .args(["enforce", "status", "--path", "/nonexistent"])
+            .env("ECI_POLICY", "/etc/containerd-shim-eci/crienv.toml")
+            .output()
+            .unwrap()
+            .into();
+    assert!(
+        status.stdout.contains("WARNING: kubelet user namespaces: the kubelet's user-namespace range 65536..4294967296")
+            && status.stdout.contains("overlaps ECI's ID pool 100000..65636000")
+            && status.stdout.contains("1001 of the kubelet's 65535 pod blocks (1.5%)")
+            && status.stdout.contains("kubelet:65667072:7208960"),
+        "{}",
+        status.stdout
+    );
+
+    // A pod's shim, started by containerd, says the same in containerd's log.
+    let name = name("crictl-pools");
+    let dir = std::env::temp_dir().join(&name);
+    let pod_cfg = write(&dir, "pod.json", pod_json(&name, &dir.join("logs"), None));
+    let pod = ok(
+        &crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]),
+        "runp",
+    );
+    let log = Path::new(&cri_env().socket).with_file_name("containerd.log");
+    let logged = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| {
+            l.contains("overlaps ECI's ID pool 100000..65636000")
+                && l.contains("rule user-namespace")
+        })
+    });
+    let marker: String = std::fs::read_dir(BASE)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("kubelet-pool-warning.")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .find(|m| m.contains("overlaps ECI's ID pool 100000..65636000"))
+        .unwrap_or_default();
+    let left = remove_pod(&pod, &[&pod]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(logged, "no warning in {}", log.display());
+    assert!(
+        marker.contains("overlaps ECI's ID pool"),
+        "marker: {marker}"
+    );
+    assert_eq!(left, Vec::<String>::new());
+}
