@@ -279,6 +279,17 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
             fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
             File::create(&at).map_err(io(format!("create {}", at.display())))?;
         }
+        // A Kubernetes image volume: an overlay containerd mounted, which the kernel cannot
+        // ID-map; its image layers are mounted again, ID-mapped, at the staging path.
+        let canonical = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(io(format!("resolve {}", source.display())))?;
+        if let Some(view) =
+            crate::rootfs::idmapped_overlay_view(&fd, &canonical, &at, &userns, block)?
+        {
+            undo.staged.push(at.clone());
+            m.set_source(Some(view));
+            continue;
+        }
         let tree = idmapped_clone(
             &fd,
             &userns,
@@ -994,6 +1005,8 @@ impl EngineFacts {
             own.push(cri.join("containers").join(id));
             for sandbox in std::iter::once(id).chain(pod.iter().map(String::as_str)) {
                 own.push(cri.join("sandboxes").join(sandbox));
+                // containerd 2.1+: the pod's image volumes, mounted read-only for it.
+                own.push(cri.join("image-volumes").join(sandbox));
             }
         }
         own

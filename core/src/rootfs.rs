@@ -544,6 +544,83 @@ pub fn premounted_overlay(root: &Path) -> Result<Option<RootfsMount>, RootfsErro
     }))
 }
 
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// A bind source on an overlay, as containerd 2.1+ gives a Kubernetes image volume: it mounts
+/// the image's snapshot as an overlay on the host (`STATE/io.containerd.grpc.v1.cri/
+/// image-volumes/POD/IMAGE`) and hands the container a bind of it, or of a directory in it (the
+/// volume's subPath). The kernel cannot ID-map an overlay, so the same image layers are mounted
+/// again at `at` the way ECI mounts a rootfs — every lower layer ID-mapped with the container's
+/// block, so image files keep their owners — read-only and without containerd's upper layer
+/// (an image volume is read-only; containerd's upper is empty). Returns the directory in it that
+/// `source` (an O_PATH fd, at `canonical`) stands for, or `None` when `source` is on no overlay.
+pub fn idmapped_overlay_view(
+    source: &OwnedFd,
+    canonical: &Path,
+    at: &Path,
+    userns: &IdmapUserNs,
+    block: IdBlock,
+) -> Result<Option<PathBuf>, RootfsError> {
+    let fs =
+        nix::sys::statfs::fstatfs(source).map_err(|e| io_err("statfs", canonical)(e.into()))?;
+    if fs.filesystem_type().0 as i64 != OVERLAYFS_SUPER_MAGIC {
+        return Ok(None);
+    }
+    // The mount the fd is on, by its ID, and where in its file system the fd sits.
+    let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{}", source.as_raw_fd()))
+        .map_err(io_err("read fdinfo of", canonical))?;
+    let mnt_id = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
+    let unsupported = |why: &str| {
+        RootfsError::Unsupported(format!(
+            "overlay bind source {} ({why}): ECI can re-mount only an overlay of image layers",
+            canonical.display()
+        ))
+    };
+    let entry = crate::mountinfo::entries(&mountinfo)
+        .find(|e| Some(e.id) == mnt_id)
+        .ok_or_else(|| unsupported("its mount is not in this mount namespace"))?;
+    let mount_point = crate::mountinfo::unescape(entry.mount_point);
+    let in_mount = canonical
+        .strip_prefix(&mount_point)
+        .map_err(|_| unsupported("not beneath its mount point"))?;
+    let in_fs = crate::mountinfo::unescape(entry.root)
+        .join(in_mount)
+        .strip_prefix("/")
+        .map(Path::to_path_buf)
+        .map_err(|_| unsupported("a mount root that is not absolute"))?;
+    let options: Vec<String> = entry.super_options.split(',').map(str::to_string).collect();
+    let layers = OverlayLayers::parse(&options);
+    if layers.lowers.iter().any(|(k, _)| *k != "lowerdir+") {
+        return Err(unsupported("data-only layers"));
+    }
+    match layers.lowers.as_slice() {
+        [] => return Err(unsupported("no lower layers")),
+        // One image layer: an ID-mapped bind of it is the same view.
+        [("lowerdir+", dir)] => idmap_at(dir, at, userns, true)?,
+        lowers => {
+            let view = RootfsMount {
+                typ: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![format!(
+                    "lowerdir={}",
+                    lowers
+                        .iter()
+                        .map(|(_, d)| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                )],
+            };
+            mount_overlay(&view, at, userns, block)?;
+        }
+    }
+    Ok(Some(at.join(in_fs)))
+}
+
 /// The super options of the overlay mounted last at `root`, from mountinfo text.
 fn overlay_options_at<'a>(mountinfo: &'a str, root: &Path) -> Option<&'a str> {
     let root = root.to_str()?;

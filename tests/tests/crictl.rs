@@ -549,3 +549,81 @@ fn a_kubelet_range_meeting_ecis_pool_is_reported() {
     );
     assert_eq!(left, Vec::<String>::new());
 }
+
+/// A Kubernetes image volume (containerd 2.1+: an OCI image mounted read-only into a
+/// container, whole or a subPath of it). containerd mounts the image as an overlay on the host,
+/// which the kernel cannot ID-map; ECI mounts the image's layers again, ID-mapped, so the
+/// volume's files keep the owners the image gives them, and it stays read-only. Before, the
+/// volume was refused as a restricted mount (it lives in containerd's state directory).
+#[test]
+fn an_image_volume_is_mounted_with_its_owners_and_read_only() {
+    if cri_containerd_major() < 2 {
+        eprintln!("skipped: containerd 1.x's CRI has no image volumes");
+        return;
+    }
+    let name = name("crictl-imgvol");
+    let dir = std::env::temp_dir().join(&name);
+    let pod_cfg = write(&dir, "pod.json", pod_json(&name, &dir.join("logs"), None));
+    let image = serde_json::json!({"image": cri_env().image});
+    let ctr_cfg = write(
+        &dir,
+        "ctr.json",
+        container_json(
+            &["sleep", "600"],
+            serde_json::json!([
+                {"container_path": "/img", "readonly": true, "image": image},
+                {"container_path": "/img-home", "readonly": true, "image": image, "image_sub_path": "home"},
+            ]),
+        ),
+    );
+    let pod = ok(
+        &crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]),
+        "runp",
+    );
+    let created = crictl(&[
+        "create",
+        &pod,
+        ctr_cfg.to_str().unwrap(),
+        pod_cfg.to_str().unwrap(),
+    ]);
+    let ctr = created.stdout.trim().to_string();
+    let started = crictl(&["start", &ctr]);
+    let exec = crictl(&[
+        "exec",
+        &ctr,
+        "sh",
+        "-c",
+        "stat -c '%n %u:%g' /img/home/user /img-home/user /img/bin/busybox; touch /img/x 2>&1; touch /img-home/x 2>&1; true",
+    ]);
+    let left = remove_pod(&pod, &[&pod, &ctr]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(created.code, 0, "create: {}", created.stderr);
+    assert_eq!(started.code, 0, "start: {}", started.stderr);
+    assert_eq!(exec.code, 0, "exec: {}{}", exec.stdout, exec.stderr);
+    let lines: Vec<&str> = exec.stdout.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"/img/home/user 1000:1000"),
+        "{}",
+        exec.stdout
+    );
+    assert_eq!(
+        lines.get(1),
+        Some(&"/img-home/user 1000:1000"),
+        "{}",
+        exec.stdout
+    );
+    assert_eq!(
+        lines.get(2),
+        Some(&"/img/bin/busybox 0:0"),
+        "{}",
+        exec.stdout
+    );
+    assert_eq!(
+        exec.stdout.matches("Read-only file system").count(),
+        2,
+        "{}",
+        exec.stdout
+    );
+    assert_eq!(left, Vec::<String>::new());
+}
