@@ -553,7 +553,8 @@ const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 /// again at `at` the way ECI mounts a rootfs — every lower layer ID-mapped with the container's
 /// block, so image files keep their owners — read-only and without containerd's upper layer
 /// (an image volume is read-only; containerd's upper is empty). Returns the directory in it that
-/// `source` (an O_PATH fd, at `canonical`) stands for, or `None` when `source` is on no overlay.
+/// `source` (an O_PATH fd, at `canonical`) stands for, or `None` when `source` is on no overlay
+/// or on one that is not an image volume.
 pub fn idmapped_overlay_view(
     source: &OwnedFd,
     canonical: &Path,
@@ -585,6 +586,12 @@ pub fn idmapped_overlay_view(
         .find(|e| Some(e.id) == mnt_id)
         .ok_or_else(|| unsupported("its mount is not in this mount namespace"))?;
     let mount_point = crate::mountinfo::unescape(entry.mount_point);
+    // Only containerd's image volumes: any other overlay (an engine's container rootfs, one an
+    // administrator mounted) has an upper layer whose files this view would leave out, so it
+    // stays refused as a file system the kernel cannot ID-map.
+    if !is_image_volume_mount(&mount_point) {
+        return Ok(None);
+    }
     let in_mount = canonical
         .strip_prefix(&mount_point)
         .map_err(|_| unsupported("not beneath its mount point"))?;
@@ -619,6 +626,13 @@ pub fn idmapped_overlay_view(
         }
     }
     Ok(Some(at.join(in_fs)))
+}
+
+/// Whether `mount_point` is where containerd's CRI mounts an image volume:
+/// `…/io.containerd.grpc.v1.cri/image-volumes/POD/IMAGE`.
+fn is_image_volume_mount(mount_point: &Path) -> bool {
+    let names: Vec<_> = mount_point.iter().rev().take(4).collect();
+    matches!(names.as_slice(), [_, _, v, c] if *v == "image-volumes" && *c == "io.containerd.grpc.v1.cri")
 }
 
 /// The super options of the overlay mounted last at `root`, from mountinfo text.
@@ -866,6 +880,23 @@ mod tests {
                 d("/data", true)
             ]
         );
+    }
+
+    #[test]
+    fn only_containerds_image_volume_overlays_are_viewed() {
+        let state = "/run/containerd/io.containerd.grpc.v1.cri";
+        assert!(is_image_volume_mount(Path::new(&format!(
+            "{state}/image-volumes/pod/abc"
+        ))));
+        for other in [
+            format!("{state}/image-volumes/pod"),
+            format!("{state}/image-volumes/pod/abc/sub"),
+            format!("{state}/sandboxes/pod/abc"),
+            "/var/lib/docker/overlay2/abc/merged".to_string(),
+            "/srv/image-volumes/pod/abc".to_string(),
+        ] {
+            assert!(!is_image_volume_mount(Path::new(&other)), "{other}");
+        }
     }
 
     #[test]

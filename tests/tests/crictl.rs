@@ -561,21 +561,35 @@ fn an_image_volume_is_mounted_with_its_owners_and_read_only() {
         eprintln!("skipped: containerd 1.x's CRI has no image volumes");
         return;
     }
+    // In a pod of ECI's own block, and in a hostUsers: false pod keeping the kubelet's.
+    let block = kubelet_block() + 65536 * 8192;
+    let mapping = serde_json::json!([{"container_id": 0, "host_id": block, "length": 65536}]);
+    image_volume_case(None);
+    image_volume_case(Some(
+        serde_json::json!({"mode": 0, "uids": mapping, "gids": mapping}),
+    ));
+}
+
+fn image_volume_case(userns: Option<serde_json::Value>) {
     let name = name("crictl-imgvol");
     let dir = std::env::temp_dir().join(&name);
-    let pod_cfg = write(&dir, "pod.json", pod_json(&name, &dir.join("logs"), None));
+    let pod = pod_json(&name, &dir.join("logs"), userns.clone());
+    let pod_cfg = write(&dir, "pod.json", pod.clone());
     let image = serde_json::json!({"image": cri_env().image});
-    let ctr_cfg = write(
-        &dir,
-        "ctr.json",
-        container_json(
-            &["sleep", "600"],
-            serde_json::json!([
-                {"container_path": "/img", "readonly": true, "image": image},
-                {"container_path": "/img-home", "readonly": true, "image": image, "image_sub_path": "home"},
-            ]),
-        ),
+    let mut ctr = container_json(
+        &["sleep", "600"],
+        serde_json::json!([
+            {"container_path": "/img", "readonly": true, "image": image},
+            {"container_path": "/img-home", "readonly": true, "image": image, "image_sub_path": "home"},
+        ]),
     );
+    if userns.is_some() {
+        // The kubelet repeats the pod's namespace options for each of its containers.
+        ctr["linux"] = serde_json::json!({"security_context": {
+            "namespace_options": pod["linux"]["security_context"]["namespace_options"]
+        }});
+    }
+    let ctr_cfg = write(&dir, "ctr.json", ctr);
     let pod = ok(
         &crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]),
         "runp",
@@ -624,6 +638,65 @@ fn an_image_volume_is_mounted_with_its_owners_and_read_only() {
         2,
         "{}",
         exec.stdout
+    );
+    assert_eq!(left, Vec::<String>::new());
+}
+
+/// Only containerd's image volumes get the re-mounted view: a bind of any other overlay (here
+/// one the host mounted, with an upper layer the view would leave out) is still refused as a
+/// file system the kernel cannot ID-map, naming what to use instead.
+#[test]
+fn a_bind_of_another_overlay_is_still_refused() {
+    let name = name("crictl-overlay-bind");
+    let dir = std::env::temp_dir().join(&name);
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("upper/only-in-upper"), "u").unwrap();
+    let merged = dir.join("merged");
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dir.join("lower").display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(&merged)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let pod_cfg = write(&dir, "pod.json", pod_json(&name, &dir.join("logs"), None));
+    let ctr_cfg = write(
+        &dir,
+        "ctr.json",
+        container_json(
+            &["sleep", "600"],
+            serde_json::json!([{"container_path": "/data", "host_path": merged, "readonly": true}]),
+        ),
+    );
+    let pod = ok(
+        &crictl(&["runp", "--runtime", "eci", pod_cfg.to_str().unwrap()]),
+        "runp",
+    );
+    let created = crictl(&[
+        "create",
+        &pod,
+        ctr_cfg.to_str().unwrap(),
+        pod_cfg.to_str().unwrap(),
+    ]);
+    let ctr = created.stdout.trim().to_string();
+    let started = crictl(&["start", &ctr]);
+    let left = remove_pod(&pod, &[&pod, &ctr]);
+    let _ = std::process::Command::new("umount").arg(&merged).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(created.code, 0, "create: {}", created.stderr);
+    assert_ne!(started.code, 0, "a bind of a host overlay was started");
+    assert!(
+        started.stderr.contains("cannot ID-map bind mount source")
+            && started.stderr.contains("use a directory on ext4"),
+        "{}",
+        started.stderr
     );
     assert_eq!(left, Vec::<String>::new());
 }
