@@ -40,6 +40,12 @@ pub async fn serve(flags: Flags, listener: Option<UnixListener>) -> Result<(), S
     // Our own logger: containerd-shim's writes a blank line after each record and cannot
     // leave out the libraries' noise.
     crate::logging::init(flags.debug);
+    // A kubelet whose user-namespace blocks fall in ECI's pool has some hostUsers: false pods
+    // refused: say so where the administrator looks, before the first one is.
+    eci_core::create::warn_if_pools_meet(
+        &eci_core::layout::Layout::default(),
+        &crate::options::default_policy(),
+    );
 
     let listener = match listener {
         Some(l) => l,
