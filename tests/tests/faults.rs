@@ -383,3 +383,84 @@ fn every_event_reaches_containerd_before_the_shim_exits() {
     );
     assert!(broken.is_empty(), "{} of {RUNS}: {broken:#?}", broken.len());
 }
+
+/// Children of `pid` (all its threads').
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+fn cmdline(pid: i32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+}
+
+fn signal(pid: i32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+#[test]
+fn the_first_mount_after_the_agent_is_killed_is_served() {
+    let _serial = serial();
+    let id = name("agent-killed");
+    run_detached(
+        &id,
+        &["--privileged"],
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /tmp/m && mount -t tmpfs t /tmp/m; sleep 60",
+        ],
+    );
+    let shim = shim_pid(&id).expect("shim pid");
+    let init = task_pid(&id).expect("init pid");
+    // The init's mount started the agent; it is done once the mount is there.
+    let mounted = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{init}/mounts"))
+            .is_ok_and(|m| m.contains(" /tmp/m tmpfs "))
+    });
+    assert!(mounted, "the init's tmpfs mount never appeared");
+    let mut agent = None;
+    wait_until(Duration::from_secs(10), || {
+        agent = children(shim)
+            .into_iter()
+            .find(|c| cmdline(*c).split(|b| *b == 0).nth(1) == Some(b"agent"));
+        agent.is_some()
+    });
+    let agent = agent.expect("the mount agent (started by the first mount)");
+    signal(agent, "KILL");
+    wait_until(Duration::from_secs(5), || {
+        !std::fs::read_to_string(format!("/proc/{agent}/stat"))
+            .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| !r.starts_with('Z')))
+    });
+    // Before: this first mount after the agent's death failed with EPERM.
+    let r = exec(
+        &id,
+        "m",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /tmp/n && mount -t tmpfs t /tmp/n && umount /tmp/m && echo ok",
+        ],
+    );
+    remove(&id);
+    let left = leftovers_after(&id, Duration::from_secs(10));
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, "ok"),
+        "first mount after the agent died: {}",
+        r.stderr
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
