@@ -404,10 +404,105 @@ fn cmdline(pid: i32) -> Vec<u8> {
     std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
 }
 
+/// Live processes whose command line is exactly `args`.
+fn processes_running(args: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| cmdline(*pid) == want)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| !r.starts_with('Z')))
+        })
+        .collect()
+}
+
 fn signal(pid: i32, sig: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
         .status();
+}
+
+#[test]
+fn a_terminal_exec_whose_helper_dies_after_the_fork_is_killed_and_reported() {
+    let _serial = serial();
+    let id = name("tty-helper-killed");
+    run_detached(&id, &[], &["sleep", "60"]);
+    let shim = shim_pid(&id).expect("shim pid");
+    // Deterministically between the fork and the answer: the helper puts its first child in
+    // the container's cgroup, which is frozen, and then waits for it; stopped there, it can
+    // no longer answer once the container is thawed and the process started.
+    assert_eq!(ctr(&["task", "pause", &id]).code, 0);
+    let marker = "4747";
+    let exec = format!(
+        "{} --address {} task exec -t --exec-id e {id} sh -c \"trap '' HUP; exec sleep {marker}\"",
+        env().ctr,
+        env().address
+    );
+    let mut client = Command::new("script")
+        .args(["-qec", &exec, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut helper = None;
+    wait_until(Duration::from_secs(20), || {
+        helper = children(shim).into_iter().find(|c| {
+            let cmd = cmdline(*c);
+            cmd.windows(11).any(|w| w == b"exec-e.json")
+        });
+        helper.is_some()
+    });
+    let helper = helper.expect("the exec helper");
+    let frozen = wait_until(Duration::from_secs(10), || {
+        children(helper).iter().any(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/cgroup")).is_ok_and(|g| g.contains(&id))
+        })
+    });
+    assert!(
+        frozen,
+        "the helper's first child never joined the container"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    signal(helper, "STOP");
+    assert_eq!(ctr(&["task", "resume", &id]).code, 0);
+    let started = wait_until(Duration::from_secs(10), || {
+        !processes_running(&["sleep", marker]).is_empty()
+    });
+    signal(helper, "KILL");
+    let ended = wait_until(Duration::from_secs(20), || {
+        client.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        let _ = client.kill();
+    }
+    let out = client.wait_with_output().expect("script output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Before: the process had left the helper's process group (setsid for its terminal) and
+    // kept running, its exit reported to nobody.
+    let gone = wait_until(Duration::from_secs(5), || {
+        processes_running(&["sleep", marker]).is_empty()
+    });
+    let survivors = processes_running(&["sleep", marker]);
+    for p in &survivors {
+        signal(*p, "KILL");
+    }
+    remove(&id);
+    let left = leftovers_after(&id, Duration::from_secs(10));
+    assert!(started, "the exec'd process never started");
+    assert!(ended, "the exec hung after its helper was killed: {text}");
+    assert!(
+        text.contains("exec helper") && text.contains("SIGKILL"),
+        "the error does not say what happened: {text}"
+    );
+    assert!(gone, "the exec'd process {survivors:?} survived its helper");
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
