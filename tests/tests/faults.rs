@@ -469,7 +469,12 @@ fn a_terminal_exec_whose_helper_dies_after_the_fork_is_killed_and_reported() {
         frozen,
         "the helper's first child never joined the container"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The helper has let its first child go and waits on the child's report.
+    let waiting = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{helper}/wchan"))
+            .is_ok_and(|w| w.contains("pipe_read"))
+    });
+    assert!(waiting, "the helper never waited for its first child");
     signal(helper, "STOP");
     assert_eq!(ctr(&["task", "resume", &id]).code, 0);
     let started = wait_until(Duration::from_secs(10), || {
