@@ -62,7 +62,11 @@ enum ExecStdio {
     Console(UnixStream),
 }
 
-pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
+/// `announce` is called in the helper's first child with the new process's pid as soon as it
+/// is forked, before the process may do anything (a terminal's `setsid` takes it out of the
+/// helper's process group, where the shim would otherwise find it): whoever started the
+/// helper then knows what to kill if the helper dies before it answers.
+pub fn exec(req: &ExecRequest, announce: &dyn Fn(i32)) -> Result<i32, CreateError> {
     let layout = Layout::new(&req.base);
     let container = Container::load(layout.container_state(&req.namespace, &req.id))
         .map_err(|e| other(error_chain(&e)))?;
@@ -180,7 +184,7 @@ pub fn exec(req: &ExecRequest) -> Result<i32, CreateError> {
                 stdio,
                 supervisor,
             };
-            let code = match join_and_spawn(go_r, &namespaces, target, &report) {
+            let code = match join_and_spawn(go_r, &namespaces, target, &report, announce) {
                 Ok(pid) => {
                     let _ = report.write_all(format!("PID {pid}\n").as_bytes());
                     0
@@ -318,6 +322,7 @@ fn join_and_spawn(
     namespaces: &[(File, CloneFlags)],
     target: Target,
     report: &File,
+    announce: &dyn Fn(i32),
 ) -> Result<i32, String> {
     // Never dumpable while host credentials are held: a dumpable process can be ptraced, and
     // its /proc/<pid>/fd read, by anyone with its uid or CAP_SYS_PTRACE over its memory.
@@ -338,10 +343,26 @@ fn join_and_spawn(
             become_container_root()?;
         }
     }
+    // The process waits for `announced` before it does anything: until its pid is known to
+    // the shim, it must stay in the helper's process group (which the shim kills if the
+    // helper dies), and it ends (EOF) if this process dies first.
+    let (announced_r, announced_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
     // SAFETY: still single-threaded after the first fork.
     match unsafe { fork() }.map_err(|e| e.to_string())? {
-        ForkResult::Parent { child } => Ok(child.as_raw()),
+        ForkResult::Parent { child } => {
+            drop(announced_r);
+            announce(child.as_raw());
+            let _ = File::from(announced_w).write_all(b"a");
+            Ok(child.as_raw())
+        }
         ForkResult::Child => {
+            drop(announced_w);
+            let mut byte = [0u8];
+            if !matches!(File::from(announced_r).read(&mut byte), Ok(1)) {
+                // SAFETY: leaving the forked child; its creator died before announcing it.
+                unsafe { libc::_exit(127) }
+            }
             let e = become_process(target);
             let mut report = report;
             let _ = report.write_all(format!("ERR {e}\n").as_bytes());

@@ -12,6 +12,7 @@ mod logging;
 mod metrics;
 mod options;
 mod process;
+mod publisher;
 mod service;
 mod shim;
 mod stdio;

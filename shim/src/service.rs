@@ -4,10 +4,10 @@
 use crate::helper::{self, Reply, Request};
 use crate::options::policy_from_options;
 use crate::process::{now, Container, Exit, Exits, OomWatch, Process, Status, StdioPaths};
+use crate::publisher::RemotePublisher;
 use crate::stdio::{copy_console, release_stdin, resize, stdin_pipe, FdSocket, StdinCloser};
 use async_trait::async_trait;
 use containerd_shim::asynchronous::monitor::monitor_subscribe;
-use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::monitor::{Subject, Topic};
 use containerd_shim::protos::api::*;
