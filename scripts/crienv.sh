@@ -13,6 +13,11 @@ SOCK=$ROOT/containerd.sock
 IMAGE=eci.test/busybox:latest
 PAUSE=eci.test/busybox:pause
 CNI_BIN=${ECI_CNI_BIN:-/usr/lib/cni}
+# ECI's pool kept apart from the kubelet's user-namespace blocks (README, "User-namespaced
+# pods"), as in critest.sh: 1000 blocks from 100000, the same leases as the default pool's first
+# 1000. Given through ECI_POLICY: containerd 2 starts a hostUsers: false pod's containers with
+# runc's options and fails on a handler configured with runtimeoptions.
+POLICY=${ECI_CRI_POLICY:-/etc/containerd-shim-eci/crienv.toml}
 . "$REPO/scripts/containerd-bin.sh"
 
 ctr_() { "$CTR" --address "$SOCK" --namespace k8s.io "$@"; }
@@ -63,6 +68,8 @@ state = "$ROOT/state"
     default_runtime_name = "eci"
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.eci]
     runtime_type = "io.containerd.eci.v2"
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
 TOML
     else
     cat > "$ROOT/config.toml" <<TOML
@@ -87,10 +94,12 @@ state = "$ROOT/state"
     runtime_type = "io.containerd.eci.v2"
 TOML
     fi
+    mkdir -p "$(dirname "$POLICY")"
+    printf '[id_pool]\nfirst = 100000\nblocks = 1000\n' > "$POLICY.new" && mv "$POLICY.new" "$POLICY"
     # As in testenv.sh: the shims on PATH, no runc.
     ln -sf "$BIN/containerd-shim-eci-v2" "$ROOT/bin/containerd-shim-eci-v2"
     ln -sf "$CTR" "$ROOT/bin/ctr"
-    nohup env PATH="$ROOT/bin" ${ECI_HELPER_LOG:+ECI_HELPER_LOG=$ECI_HELPER_LOG} "$CONTAINERD" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
+    nohup env PATH="$ROOT/bin" ECI_POLICY="$POLICY" ${ECI_HELPER_LOG:+ECI_HELPER_LOG=$ECI_HELPER_LOG} "$CONTAINERD" --config "$ROOT/config.toml" > "$ROOT/containerd.log" 2>&1 &
     echo $! > "$ROOT/containerd.pid"
     for _ in $(seq 100); do "$CTR" --address "$SOCK" version >/dev/null 2>&1 && break; sleep 0.1; done
     "$CTR" --address "$SOCK" version >/dev/null || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }

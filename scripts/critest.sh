@@ -6,7 +6,8 @@
 # a hosts.toml makes the only host of registry.k8s.io, gcr.io and k8s.gcr.io.
 #
 #   scripts/critest.sh              # full suite, both handlers, prints the table (~40 min)
-#   scripts/critest.sh --ci         # a named subset (CI_FOCUS below), both handlers (a few minutes)
+#   scripts/critest.sh --ci         # a named subset (CI_FOCUS below), both handlers (~2.5 min);
+#                                   # exits 1 if a spec fails under eci but not under runc
 #   scripts/critest.sh --handlers eci --focus 'Streaming'   # any ginkgo focus / skip
 #   scripts/critest.sh start|stop   # just the containerd (prints the environment to source)
 #
@@ -127,6 +128,20 @@ EOF
   recipe > "$ROOT/registry/.built"
 }
 
+# critest pulls an image only when CRI does not have it yet, so what containerd pulled from an
+# earlier build of the registry would stay in use after a rebuild: an httpd image from before
+# it logged "httpd" timed out "should support container log" under every handler. Forget every
+# image of the three registry hosts (all of them come from ours), and CRI's references by image
+# ID, whenever the recipe changes.
+forget_pulled_images() {
+  local refs
+  refs=$(ctr_ -n k8s.io images ls -q 2>/dev/null | grep -E '^(registry\.k8s\.io/|gcr\.io/|k8s\.gcr\.io/|sha256:)' || true)
+  mkdir -p "$ROOT/images"
+  # shellcheck disable=SC2086 # one reference per word
+  [ -z "$refs" ] || ctr_ -n k8s.io images rm $refs >/dev/null 2>>"$ROOT/images/ctr.log"
+  recipe > "$ROOT/root/.critest-images"
+}
+
 start_registry() {
   mkdir -p "$ROOT/registry"
   if ! curl -fs "http://$REG/v2/" >/dev/null 2>&1; then
@@ -225,6 +240,7 @@ TOML
     ctr_ version >/dev/null || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }
   fi
   [ "$(cat "$ROOT/registry/.built" 2>/dev/null)" = "$(recipe)" ] || build_images >&2
+  [ "$(cat "$ROOT/root/.critest-images" 2>/dev/null)" = "$(recipe)" ] || forget_pulled_images
   echo "export CONTAINER_RUNTIME_ENDPOINT=unix://$SOCK ECI_CRITEST_ROOT=$ROOT ECI_CRITEST_IMAGE=registry.k8s.io/e2e-test-images/busybox:1.29-2"
 }
 
@@ -271,6 +287,11 @@ failures() {
     "$ROOT/report-$h.json"
 }
 
+failed_specs() {
+  jq -r '.[0].SpecReports[] | select(.LeafNodeType == "It" and (.State == "failed" or .State == "panicked" or .State == "timedout"))
+    | (.ContainerHierarchyTexts | join(" ")) + " " + .LeafNodeText' "$ROOT/report-$1.json" | sort -u
+}
+
 run() {
   local handlers=(runc eci) focus="" skip="" ci=0 extra=()
   while [ $# -gt 0 ]; do
@@ -301,10 +322,22 @@ run() {
   for h in "${handlers[@]}"; do
     if [ -n "$(failures "$h")" ]; then
       echo; echo "$h failures:"; failures "$h"
-      [ "$h" = eci ] && rc=1
     fi
   done
-  # CI: every spec in the subset passes under eci.
+  # CI: no spec fails under eci that passes under runc in the same run (a failure of both is
+  # this machine's, not the shim's; without a runc run every eci failure counts).
+  if [[ " ${handlers[*]} " == *" eci "* ]]; then
+    local only
+    if [[ " ${handlers[*]} " == *" runc "* ]]; then
+      only=$(comm -23 <(failed_specs eci) <(failed_specs runc))
+    else
+      only=$(failed_specs eci)
+    fi
+    if [ -n "$only" ]; then
+      echo; echo "failing under eci only:"; sed 's/^/- /' <<<"$only"
+      rc=1
+    fi
+  fi
   [ "$ci" = 1 ] && return $rc
   return 0
 }

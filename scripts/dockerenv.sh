@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# dockerd 20.10 (Debian docker.io) on a private containerd of its own where the runc shim name
-# is enforced to ECI (`containerd-shim-eci-v2 enforce install`): what a Docker user gets.
-# The busybox image comes from scripts/testenv.sh's OCI layout, loaded with `docker import`.
+# dockerd on a private containerd of its own where every container runs under ECI: what a Docker
+# user gets. The busybox image comes from scripts/testenv.sh's OCI layout, loaded with
+# `docker import`.
 #   scripts/dockerenv.sh start   # prints the environment to source
 #   scripts/dockerenv.sh stop
 # The containerd is the one ECI_CONTAINERD_BIN_DIR names, as for testenv.sh.
+# Which engine, and how ECI is selected:
+#   ECI_DOCKERD_BIN    dockerd to run (default: Debian's dockerd 20.10 on PATH), for example
+#                      /opt/eci-tools/docker-29.8.1/dockerd (scripts/install-go-tools.sh)
+#   ECI_DOCKER_CLI_BIN docker CLI (default: /usr/bin/docker, or the docker beside ECI_DOCKERD_BIN)
+#   ECI_DOCKER_SELECT  enforce (default): the runc shim's name is ECI (`containerd-shim-eci-v2
+#                      enforce install`), every engine; default-runtime: daemon.json
+#                      "default-runtime": "io.containerd.eci.v2" with the real runc shim and
+#                      runc beside it (Docker 23+), so `--runtime runc` is still runc
+#   ECI_DOCKER_STORE   overlay2 (default): dockerd's graph driver; containerd: the containerd
+#                      image store (daemon.json features.containerd-snapshotter, Docker 24+;
+#                      Docker 29's default on a new install)
 set -euo pipefail
 ROOT=${ECI_DOCKER_ROOT:-/tmp/eci-docker}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,13 +23,25 @@ BIN=${ECI_BIN_DIR:-$REPO/target/release}
 SOCK=$ROOT/containerd.sock
 HOST=unix://$ROOT/docker.sock
 IMAGE=eci.test/busybox:latest
-DOCKER=$(command -v /usr/bin/docker docker | head -1)
+DOCKERD=${ECI_DOCKERD_BIN:-$(command -v dockerd || true)}
+if [ -n "${ECI_DOCKER_CLI_BIN:-}" ]; then
+  DOCKER=$ECI_DOCKER_CLI_BIN
+elif [ -n "${ECI_DOCKERD_BIN:-}" ] && [ -x "$(dirname "$ECI_DOCKERD_BIN")/docker" ]; then
+  DOCKER=$(dirname "$ECI_DOCKERD_BIN")/docker
+else
+  DOCKER=$(command -v /usr/bin/docker docker | head -1)
+fi
+SELECT=${ECI_DOCKER_SELECT:-enforce}
+STORE=${ECI_DOCKER_STORE:-overlay2}
+RUNC=${ECI_DOCKER_RUNC:-/opt/eci-tools/runc-1.5.3/runc}
 . "$REPO/scripts/containerd-bin.sh"
 
 wait_for() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; "$@" >/dev/null; }
 
 start() {
-  command -v dockerd >/dev/null || { echo "dockerd not found (apt-get install docker.io)" >&2; exit 1; }
+  [ -x "$DOCKERD" ] || { echo "dockerd not found (apt-get install docker.io, or ECI_DOCKERD_BIN)" >&2; exit 1; }
+  case "$SELECT" in enforce|default-runtime) ;; *) echo "ECI_DOCKER_SELECT: enforce or default-runtime, not $SELECT" >&2; exit 2 ;; esac
+  case "$STORE" in overlay2|containerd) ;; *) echo "ECI_DOCKER_STORE: overlay2 or containerd, not $STORE" >&2; exit 2 ;; esac
   eval "$("$REPO/scripts/testenv.sh" start)"
   if ! "$CTR" --address "$SOCK" version >/dev/null 2>&1; then
     # This containerd's PATH is ours alone: links from another checkout's shim do not belong.
@@ -34,8 +57,16 @@ disabled_plugins = [$CRI_PLUGINS]
 [ttrpc]
   address = "$SOCK.ttrpc"
 TOML
-    # dockerd always asks for io.containerd.runc.v2: enforcement makes that name ECI.
-    "$BIN/containerd-shim-eci-v2" enforce install --bin-dir "$ROOT/bin" >/dev/null
+    if [ "$SELECT" = enforce ]; then
+      # dockerd asks for io.containerd.runc.v2 unless told otherwise: enforcement makes that
+      # name ECI.
+      "$BIN/containerd-shim-eci-v2" enforce install --bin-dir "$ROOT/bin" >/dev/null
+    else
+      # ECI by its own name; the runc shim and runc stay what they are.
+      ln -sf "$BIN/containerd-shim-eci-v2" "$ROOT/bin/containerd-shim-eci-v2"
+      ln -sf "$RUNC_SHIM" "$ROOT/bin/containerd-shim-runc-v2"
+      ln -sf "$RUNC" "$ROOT/bin/runc"
+    fi
     ln -sf "$CTR" "$ROOT/bin/ctr"
     nohup env PATH="$ROOT/bin" "$CONTAINERD" --config "$ROOT/containerd.toml" \
       > "$ROOT/containerd.log" 2>&1 &
@@ -43,7 +74,22 @@ TOML
     wait_for "$CTR" --address "$SOCK" version || { tail -20 "$ROOT/containerd.log" >&2; exit 1; }
   fi
   if ! "$DOCKER" -H "$HOST" version >/dev/null 2>&1; then
-    nohup dockerd --containerd "$SOCK" --data-root "$ROOT/docker" --exec-root "$ROOT/exec" \
+    # What an admin writes into /etc/docker/daemon.json (here a file of our own).
+    local json='{'
+    [ "$SELECT" = default-runtime ] && json+='"default-runtime": "io.containerd.eci.v2", '
+    if [ "$STORE" = containerd ]; then
+      json+='"features": {"containerd-snapshotter": true}'
+    else
+      json+='"storage-driver": "overlay2"'
+      # Docker 29 uses the containerd image store on a new install unless told otherwise.
+      local major
+      major=$("$DOCKERD" --version | sed -n 's/^Docker version \([0-9]*\).*/\1/p')
+      [ "${major:-0}" -ge 29 ] && json+=', "features": {"containerd-snapshotter": false}'
+    fi
+    json+='}'
+    printf '%s\n' "$json" > "$ROOT/daemon.json"
+    nohup env PATH="$ROOT/bin:$PATH" "$DOCKERD" --config-file "$ROOT/daemon.json" --containerd "$SOCK" \
+      --data-root "$ROOT/docker" --exec-root "$ROOT/exec" \
       -H "$HOST" --pidfile "$ROOT/docker.pid" --iptables=false --ip-masq=false --bridge=none \
       > "$ROOT/dockerd.log" 2>&1 &
     wait_for "$DOCKER" -H "$HOST" version || { tail -20 "$ROOT/dockerd.log" >&2; exit 1; }

@@ -2,9 +2,9 @@
 # Debian packages the build, the tests and the demo need. Idempotent; needs root.
 set -euo pipefail
 # protobuf-compiler builds the CRI test's gRPC client; containernetworking-plugins gives its
-# pods a network.
+# pods a network; docker-registry (and curl to wait for it) serves critest's images.
 PACKAGES=(containerd runc docker.io busybox-static umoci libseccomp-dev pkg-config fuse3 libelf-dev zlib1g-dev util-linux procps jq gcc libc6-dev
-  protobuf-compiler containernetworking-plugins iproute2)
+  protobuf-compiler containernetworking-plugins iproute2 docker-registry curl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

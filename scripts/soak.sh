@@ -11,14 +11,29 @@
 # the account taken before the phase, or the suite fails.
 #   sudo scripts/soak.sh [SEQ] [PAR]          # defaults 50 20: the CI run (a few minutes)
 #   SOAK_RUNTIMES="eci" scripts/soak.sh …     # ECI only (default: "eci runc")
-# Uses the private containerd of scripts/testenv.sh (started if needed, ECI_TEST_ROOT…), and
-# a containerd namespace of its own; every container id starts with this run's prefix, so other
-# users of the machine are never counted.
+# Runs on the newest containerd, 2.4.2 from /opt/eci-tools, whatever ECI_CONTAINERD_BIN_DIR
+# says (scripts/test.sh leaves the last matrix entry's there); SOAK_CONTAINERD_BIN_DIR names
+# another ("system": Debian's 1.6 on PATH). Its private containerd (scripts/testenv.sh, started
+# if needed) has a root of its own, SOAK_ROOT (default /tmp/eci-soak-<containerd dir name>),
+# never ECI_TEST_ROOT's; and a containerd namespace of its own; every container id starts with
+# this run's prefix, so other users of the machine are never counted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEQ=${1:-50}
 PAR=${2:-20}
 RUNTIMES=${SOAK_RUNTIMES:-eci runc}
+SOAK_CONTAINERD=${SOAK_CONTAINERD_BIN_DIR:-/opt/eci-tools/containerd-2.4.2}
+if [ "$SOAK_CONTAINERD" = system ]; then
+  unset ECI_CONTAINERD_BIN_DIR
+  SOAK_CONTAINERD=$(dirname "$(command -v containerd)")
+else
+  [ -x "$SOAK_CONTAINERD/containerd" ] || {
+    echo "soak: no containerd in $SOAK_CONTAINERD (scripts/install-go-tools.sh installs it; SOAK_CONTAINERD_BIN_DIR=system runs Debian's)" >&2
+    exit 1
+  }
+  export ECI_CONTAINERD_BIN_DIR=$SOAK_CONTAINERD
+fi
+export ECI_TEST_ROOT=${SOAK_ROOT:-/tmp/eci-soak-$(basename "$SOAK_CONTAINERD")}
 eval "$(scripts/testenv.sh start)"
 SOCK=$ECI_CONTAINERD
 ROOT=$ECI_TEST_ROOT
@@ -194,10 +209,8 @@ fault_agent() {
   done
   [ -n "$agent" ] || { fail "eci kill agent: no agent started"; remove "$id"; return; }
   kill -9 "$agent"
-  # The next mount operation starts a new agent.
-  # Known: the first mount operation after the agent's death is refused (EPERM) while a new
-  # agent is started; the next one must work.
-  out=$("${C[@]}" task exec --exec-id e "$id" sh -c 'umount /tmp/m 2>/dev/null || umount /tmp/m && echo ok' 2>&1) || true
+  # The first mount operation after the agent's death is served by a new agent.
+  out=$("${C[@]}" task exec --exec-id e "$id" sh -c 'umount /tmp/m && echo ok' 2>&1) || true
   [ "$out" = ok ] || fail "eci kill agent: umount after the agent died said: $out"
   remove "$id"
 }
@@ -224,6 +237,43 @@ fault_helper() {
     case $out in *helper*) ;; *) fail "eci kill helper: create failed without naming the helper: $out" ;; esac
   fi
   echo "$(( $(now_ms) - t0 ))" > "$W/helper-ms"
+  remove "$id"
+}
+
+fault_exec_helper() {
+  # A terminal exec's helper killed between its fork and its answer, deterministically: its
+  # first child freezes on joining the paused container's cgroup, the helper is stopped, the
+  # container thawed, and once the process runs the helper is killed. The exec must fail
+  # naming the helper, and its process (which ignores SIGHUP) must end.
+  local id shim helper child out mark=4749
+  id=$(id_of "eci-f-exechelper")
+  "${C[@]}" run -d $(rt_args eci) "$IMG" "$id" sleep 60 >/dev/null
+  shim=$(shim_of "$id")
+  "${C[@]}" task pause "$id"
+  ( timeout 60 script -qec "${C[*]} task exec -t --exec-id e $id sh -c \"trap '' HUP; exec sleep $mark\"" /dev/null \
+      > "$W/exec-helper-out" 2>&1 ) &
+  for _ in $(seq 400); do
+    helper=$(pgrep -P "$shim" -f "containerd-shim-eci-v2 helper .*exec-e\.json" | head -1 || true)
+    [ -n "$helper" ] && child=$(pgrep -P "$helper" | head -1 || true)
+    [ -n "${child:-}" ] && grep -q "$id" "/proc/$child/cgroup" 2>/dev/null && break
+    sleep 0.05
+  done
+  if [ -z "${child:-}" ]; then
+    fail "eci kill exec helper: no helper caught"; "${C[@]}" task resume "$id"; wait; remove "$id"; return
+  fi
+  # Until the helper has let its first child go and waits on the child's report.
+  for _ in $(seq 200); do grep -q pipe_read "/proc/$helper/wchan" 2>/dev/null && break; sleep 0.05; done
+  kill -STOP "$helper"
+  "${C[@]}" task resume "$id"
+  for _ in $(seq 200); do pgrep -x -f "sleep $mark" >/dev/null && break; sleep 0.05; done
+  kill -9 "$helper"
+  wait
+  out=$(tr -d '\r' < "$W/exec-helper-out")
+  case $out in *"exec helper"*SIGKILL*) ;; *) fail "eci kill exec helper: the exec said: $out" ;; esac
+  for _ in $(seq 100); do pgrep -x -f "sleep $mark" >/dev/null || break; sleep 0.05; done
+  if pgrep -x -f "sleep $mark" >/dev/null; then
+    fail "eci kill exec helper: its process survived"; kill -9 $(pgrep -x -f "sleep $mark") 2>/dev/null || true
+  fi
   remove "$id"
 }
 
@@ -260,7 +310,7 @@ for rt in $RUNTIMES; do
 done
 sleep 1
 
-echo "soak: $SEQ sequential, $PAR parallel, every fault once; runtimes: $RUNTIMES; containerd $(ctr --address "$SOCK" version | awk '/Server/{s=1} s && /Version/{print $2; exit}')"
+echo "soak: $SEQ sequential, $PAR parallel, every fault once; runtimes: $RUNTIMES; containerd $(ctr --address "$SOCK" version | awk '/Server/{s=1} s && /Version/{print $2; exit}') ($SOAK_CONTAINERD/containerd, root $ROOT)"
 for rt in $RUNTIMES; do
   CUR_RT=$rt
   echo "$rt:"
@@ -271,6 +321,7 @@ for rt in $RUNTIMES; do
   if [ "$rt" = eci ]; then
     phase "kill -9 agent" fault_agent
     phase "kill -9 helper (mid-create)" fault_helper
+    phase "kill -9 exec helper (tty, after fork)" fault_exec_helper
   fi
 done
 CUR_RT=eci

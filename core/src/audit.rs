@@ -1,4 +1,5 @@
-//! One JSON line per refusal, for the administrator.
+//! One JSON line per refusal, for the administrator, and one per configuration problem the
+//! administrator must fix before refusals follow from it.
 
 use eci_policy::Refusal;
 use std::io::Write;
@@ -34,6 +35,63 @@ pub fn record(
     })
     .expect("audit entry serializes");
     log::warn!("refused container {namespace}/{container}: {refusal}");
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        f.write_all(format!("{line}\n").as_bytes())
+    };
+    if let Err(e) = write() {
+        log::error!("cannot write audit log {}: {e}", log.display());
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Warning<'a> {
+    time: String,
+    level: &'static str,
+    rule: &'a str,
+    detail: &'a str,
+}
+
+/// A warning about the host's configuration: to the shim's log every time, and to the audit
+/// log once per boot for each distinct text — the first shim to create the marker file
+/// `<marker_prefix>.<hash of the text>` (under the shim's state directory, a tmpfs) writes it.
+pub fn warn_once(log: &Path, marker_prefix: &Path, rule: eci_policy::Rule, detail: &str) {
+    use std::hash::{Hash, Hasher};
+    log::warn!("{detail} (rule {})", rule.name());
+    // SipHash with fixed keys: the same text gives the same name in every shim process.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    detail.hash(&mut h);
+    let mut name = marker_prefix.as_os_str().to_owned();
+    name.push(format!(".{:016x}", h.finish()));
+    let marker = Path::new(&name);
+    let claimed = marker
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(marker)
+        });
+    let Ok(mut claimed) = claimed else {
+        // Written already (EEXIST), or no state directory to remember it in: the shim's log
+        // has it either way.
+        return;
+    };
+    let _ = claimed.write_all(detail.as_bytes());
+    let line = serde_json::to_string(&Warning {
+        time: rfc3339_now(),
+        level: "warning",
+        rule: rule.name(),
+        detail,
+    })
+    .expect("audit entry serializes");
     let write = || -> std::io::Result<()> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;

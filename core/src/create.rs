@@ -320,6 +320,17 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
             fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
             File::create(&at).map_err(io(format!("create {}", at.display())))?;
         }
+        // A Kubernetes image volume: an overlay containerd mounted, which the kernel cannot
+        // ID-map; its image layers are mounted again, ID-mapped, at the staging path.
+        let canonical = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(io(format!("resolve {}", source.display())))?;
+        if let Some(view) =
+            crate::rootfs::idmapped_overlay_view(&fd, &canonical, &at, &userns, block)?
+        {
+            undo.staged.push(at.clone());
+            m.set_source(Some(view));
+            continue;
+        }
         let tree = idmapped_clone(
             &fd,
             &userns,
@@ -725,9 +736,9 @@ pub fn userns_pools_report(policy_path: &Path) -> (bool, String) {
     };
     let pool = &policy.id_pool;
     match kubelet_range() {
-        Err(e) => (false, format!("kubelet user namespaces: {e}")),
+        Err(e) => (false, format!("WARNING: kubelet user namespaces: {e}")),
         Ok(k) => match k.conflict(pool) {
-            Some(why) => (false, format!("kubelet user namespaces: {why}")),
+            Some(why) => (false, format!("WARNING: kubelet user namespaces: {why}")),
             None => (
                 true,
                 format!(
@@ -739,6 +750,28 @@ pub fn userns_pools_report(policy_path: &Path) -> (bool, String) {
                 ),
             ),
         },
+    }
+}
+
+/// At the shim's start: when the kubelet's user-namespace range and ECI's pool (from the policy
+/// at `policy_path`) meet, say so in the shim's log (containerd's) and, once, in the audit log —
+/// before a pod is refused for it.
+pub fn warn_if_pools_meet(layout: &Layout, policy_path: &Path) {
+    let Ok(policy) = load_policy(policy_path) else {
+        // Every create reports a bad policy file itself.
+        return;
+    };
+    let conflict = match kubelet_range() {
+        Err(e) => Some(format!("kubelet user namespaces: {e}")),
+        Ok(k) => k.conflict(&policy.id_pool),
+    };
+    if let Some(detail) = conflict {
+        crate::audit::warn_once(
+            &policy.audit_log,
+            &layout.base().join("kubelet-pool-warning"),
+            Rule::UserNamespace,
+            &detail,
+        );
     }
 }
 
@@ -1013,6 +1046,8 @@ impl EngineFacts {
             own.push(cri.join("containers").join(id));
             for sandbox in std::iter::once(id).chain(pod.iter().map(String::as_str)) {
                 own.push(cri.join("sandboxes").join(sandbox));
+                // containerd 2.1+: the pod's image volumes, mounted read-only for it.
+                own.push(cri.join("image-volumes").join(sandbox));
             }
         }
         own

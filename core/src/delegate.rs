@@ -173,6 +173,64 @@ impl Placement {
     }
 }
 
+/// Put process `pid` (an exec'd process, before it joins the container's namespaces) into the
+/// container's cgroup in every hierarchy libcontainer does not manage, where [`Placement`] put
+/// the init: without it an exec stayed in the shim's cgroup there, outside the container's
+/// cgroup namespace. A directory the init never had (a container created before the shim did
+/// this) is skipped. Where the container's own directory refuses a process (cgroup v2's "no
+/// internal processes", once a runtime inside enabled controllers for its children), the
+/// process goes where the init `init` is now, as runc does.
+pub fn place_exec(pid: i32, cgroups_path: &Path, init: i32) -> io::Result<()> {
+    let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+    if relative.as_os_str().is_empty()
+        || relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Ok(());
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let pid = pid.to_string();
+    for (mount, options) in unmanaged_hierarchies(&mountinfo) {
+        let dir = mount.join(relative);
+        if !dir.is_dir() {
+            continue;
+        }
+        let Err(first) = std::fs::write(dir.join("cgroup.procs"), &pid) else {
+            continue;
+        };
+        let init_cgroup = std::fs::read_to_string(format!("/proc/{init}/cgroup"))
+            .ok()
+            .and_then(|text| own_cgroup(&text, &options))
+            .filter(|p| {
+                p.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )
+                })
+            });
+        let Some(init_cgroup) = init_cgroup else {
+            return Err(io::Error::new(
+                first.kind(),
+                format!("join {}: {first}", dir.display()),
+            ));
+        };
+        let there = mount.join(init_cgroup.strip_prefix("/").unwrap_or(&init_cgroup));
+        std::fs::write(there.join("cgroup.procs"), &pid).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "join {} ({first}) or the init's {}: {e}",
+                    dir.display(),
+                    there.display()
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Remove the container's own directories that are left once libcontainer removed its own
 /// (the hierarchies of [`Placement`]). Their processes must be gone; returns those that stay.
 pub fn remove_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {

@@ -75,7 +75,12 @@ enum ExecStdio {
 
 /// Start the process `req` names in the container (in the single-threaded helper): join
 /// its cgroup and namespaces, user namespace first, and exec. Returns its pid.
-pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
+///
+/// `announce` is called in the helper's first child with the new process's pid as soon as it
+/// is forked, before the process may do anything (a terminal's `setsid` takes it out of the
+/// helper's process group, where the shim would otherwise find it): whoever started the
+/// helper then knows what to kill if the helper dies before it answers.
+pub fn exec(req: &ExecRequest, announce: &dyn Fn(i32)) -> Result<i32, ExecError> {
     let layout = Layout::new(&req.base);
     let container = Container::load(layout.container_state(&req.namespace, &req.id))
         .map_err(|e| other(error_chain(&e)))?;
@@ -92,11 +97,12 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
             .join("config.json"),
     )
     .map_err(|e| other(e.to_string()))?;
+    let cgroup_path = container
+        .spec()
+        .map_err(|e| other(error_chain(&e)))?
+        .cgroup_path;
     let cgroup = create_cgroup_manager(CgroupConfig {
-        cgroup_path: container
-            .spec()
-            .map_err(|e| other(error_chain(&e)))?
-            .cgroup_path,
+        cgroup_path: cgroup_path.clone(),
         systemd_cgroup: false,
         container_name: req.id.clone(),
     })
@@ -112,6 +118,15 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
             .ok()
             == ours.ok()
     };
+    // The init's pid names the init only while the init is not reaped: held from before its
+    // namespaces are opened until after, and then checked alive and in the container's cgroup,
+    // no other process that got the pid meanwhile (another container's) is joined.
+    let init_fd = pidfd_open(init.as_raw()).map_err(|e| {
+        other(format!(
+            "container {} is gone (its init {init}: {e})",
+            req.id
+        ))
+    })?;
     let mut namespaces: Vec<(File, CloneFlags)> = Vec::new();
     for (name, flag) in NAMESPACES {
         let f = File::open(format!("/proc/{init}/ns/{name}")).map_err(|e| {
@@ -124,6 +139,17 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
             namespaces.push((f, *flag));
         }
     }
+    let in_container = fs::read_to_string(format!("/proc/{init}/cgroup"))
+        .is_ok_and(|text| in_cgroup(&text, &cgroup_path));
+    if !in_container || !alive(&init_fd) {
+        return Err(other(format!(
+            "container {} is gone (its init {init} exited, or its pid names another process \
+             outside the container's cgroup {})",
+            req.id,
+            cgroup_path.display()
+        )));
+    }
+    drop(init_fd);
     // A namespace the container's user namespace does not own (a CRI pod's network namespace,
     // which the host or, for a pod with hostUsers: false, containerd's own user namespace owns)
     // is joined before the user namespace, while the process still holds the host's
@@ -173,7 +199,7 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
                 stdio,
                 supervisor,
             };
-            let code = match join_and_spawn(go_r, &namespaces, target, &report) {
+            let code = match join_and_spawn(go_r, &namespaces, target, &report, announce) {
                 Ok(pid) => {
                     let _ = report.write_all(format!("PID {pid}\n").as_bytes());
                     0
@@ -190,8 +216,13 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
             drop(report_w);
             drop(go_r);
             let joined = cgroup.add_task(child);
+            // And where the create helper put the init in the hierarchies libcontainer leaves
+            // alone (cgroup2 and name=systemd on a hybrid host).
+            let placed = joined.as_ref().map_or(Ok(()), |_| {
+                crate::delegate::place_exec(child.as_raw(), &cgroup_path, init.as_raw())
+            });
             let mut go = File::from(go_w);
-            if joined.is_ok() {
+            if joined.is_ok() && placed.is_ok() {
                 let _ = go.write_all(b"g");
             }
             drop(go);
@@ -199,10 +230,46 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
             let _ = File::from(report_r).read_to_string(&mut out);
             let status = waitpid(child, None);
             joined.map_err(|e| internal(format!("join container cgroup: {}", error_chain(&e))))?;
+            placed.map_err(|e| internal(format!("join container cgroup: {e}")))?;
             parse_report(&out)
                 .map_err(|e| other(format!("{e} (report {out:?}, first child {status:?})")))
         }
     }
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes no pointers; a pidfd is always close-on-exec.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Whether the pidfd's process is not reaped yet (a zombie still holds its pid).
+fn alive(pidfd: &OwnedFd) -> bool {
+    // SAFETY: signal 0 only checks; no siginfo pointer.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
+}
+
+/// Whether a /proc/PID/cgroup text places the process in `cgroup_path` or beneath it (a
+/// delegated container moves its init into cgroups of its own), in some hierarchy.
+fn in_cgroup(proc_cgroup: &str, cgroup_path: &Path) -> bool {
+    let wanted = Path::new("/").join(cgroup_path);
+    proc_cgroup.lines().any(|l| {
+        l.splitn(3, ':')
+            .nth(2)
+            .is_some_and(|p| Path::new(p).starts_with(&wanted))
+    })
 }
 
 /// The report holds the new pid, then (only if execve failed) the error. Both children write
@@ -268,6 +335,7 @@ fn join_and_spawn(
     namespaces: &[(File, CloneFlags)],
     target: Target,
     report: &File,
+    announce: &dyn Fn(i32),
 ) -> Result<i32, String> {
     // Never dumpable while host credentials are held: a dumpable process can be ptraced, and
     // its /proc/<pid>/fd read, by anyone with its uid or CAP_SYS_PTRACE over its memory.
@@ -288,10 +356,26 @@ fn join_and_spawn(
             become_container_root()?;
         }
     }
+    // The process waits for `announced` before it does anything: until its pid is known to
+    // the shim, it must stay in the helper's process group (which the shim kills if the
+    // helper dies), and it ends (EOF) if this process dies first.
+    let (announced_r, announced_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
     // SAFETY: still single-threaded after the first fork.
     match unsafe { fork() }.map_err(|e| e.to_string())? {
-        ForkResult::Parent { child } => Ok(child.as_raw()),
+        ForkResult::Parent { child } => {
+            drop(announced_r);
+            announce(child.as_raw());
+            let _ = File::from(announced_w).write_all(b"a");
+            Ok(child.as_raw())
+        }
         ForkResult::Child => {
+            drop(announced_w);
+            let mut byte = [0u8];
+            if !matches!(File::from(announced_r).read(&mut byte), Ok(1)) {
+                // SAFETY: leaving the forked child; its creator died before announcing it.
+                unsafe { libc::_exit(127) }
+            }
             let e = become_process(target);
             let mut report = report;
             let _ = report.write_all(format!("ERR {e}\n").as_bytes());
@@ -510,4 +594,25 @@ fn setup_terminal(socket: &UnixStream, process: &Process) -> Result<(), String> 
     .map_err(|e| format!("send pty master: {e}"))?;
     drop(master);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_init_is_in_its_container_cgroup_or_beneath() {
+        let hybrid = "9:name=systemd:/default/c1\n4:memory:/default/c1\n0::/default/c1\n";
+        assert!(in_cgroup(hybrid, Path::new("/default/c1")));
+        assert!(in_cgroup(hybrid, Path::new("default/c1")));
+        let moved = "0::/default/c1/init.scope\n";
+        assert!(in_cgroup(moved, Path::new("/default/c1")));
+        let other = "4:memory:/default/c10\n0::/default/c10\n";
+        assert!(!in_cgroup(other, Path::new("/default/c1")));
+        assert!(!in_cgroup(
+            "1:cpu:/\n0::/system.slice\n",
+            Path::new("/default/c1")
+        ));
+        assert!(!in_cgroup("", Path::new("/default/c1")));
+    }
 }

@@ -131,6 +131,8 @@ fn mount_overlay(
             ))
         })?;
         let (fd, _) = open_path(&parent).map_err(io_err("open", &parent))?;
+        let plain_upper = open_beneath(&fd, &upper_rel).map_err(io_err("open", upper))?;
+        own_upper_relative(&plain_upper, block).map_err(io_err("own", upper))?;
         let tree =
             idmapped_clone_single(&fd, userns, LockedFlags::default()).map_err(|source| {
                 RootfsError::NotIdmappable {
@@ -158,6 +160,35 @@ fn mount_overlay(
     drop(trees);
     let mnt = fc.mount().map_err(io_err("fsmount overlay for", target))?;
     attach(&mnt, target).map_err(io_err("attach overlay at", target))
+}
+
+/// Store the upper dir's own owner as a container ID, as everything beneath it is stored.
+/// containerd's overlay snapshotter chowns a new upper dir to the pod's root *host* ID when the
+/// pod has a user namespace of its own (Kubernetes' `hostUsers: false`: the snapshot label
+/// `containerd.io/snapshot/uidmapping`), for runtimes that mount the upper plain. Seen through
+/// ECI's ID-mapped upper that host ID has no mapping (the mapping covers on-disk 0..65535): the
+/// rootfs would show `/` as 65534, and the block's root — overlay's creator credentials — holds
+/// no capability over an unmapped owner, so creating anything in `/` (a copy-up of `/etc` for
+/// the resolv.conf mount point) is EPERM. The dir is the container's own and empty at create,
+/// so this is one chown of one inode, through the fd just checked.
+fn own_upper_relative(upper: &OwnedFd, block: IdBlock) -> io::Result<()> {
+    let st = nix::sys::stat::fstat(upper.as_raw_fd())?;
+    let (uid, gid) = (block.container_id(st.st_uid), block.container_id(st.st_gid));
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    // SAFETY: fchownat on our own O_PATH fd with an empty path (AT_EMPTY_PATH); -1 (u32::MAX)
+    // leaves an ID unchanged.
+    cvt(libc::c_long::from(unsafe {
+        libc::fchownat(
+            upper.as_raw_fd(),
+            c"".as_ptr(),
+            uid.unwrap_or(u32::MAX),
+            gid.unwrap_or(u32::MAX),
+            libc::AT_EMPTY_PATH,
+        )
+    }))
+    .map(drop)
 }
 
 /// An overlay mount's options, split into the directories ECI ID-maps and the rest.
@@ -514,6 +545,97 @@ pub fn premounted_overlay(root: &Path) -> Result<Option<RootfsMount>, RootfsErro
     }))
 }
 
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// A bind source on an overlay, as containerd 2.1+ gives a Kubernetes image volume: it mounts
+/// the image's snapshot as an overlay on the host (`STATE/io.containerd.grpc.v1.cri/
+/// image-volumes/POD/IMAGE`) and hands the container a bind of it, or of a directory in it (the
+/// volume's subPath). The kernel cannot ID-map an overlay, so the same image layers are mounted
+/// again at `at` the way ECI mounts a rootfs — every lower layer ID-mapped with the container's
+/// block, so image files keep their owners — read-only and without containerd's upper layer
+/// (an image volume is read-only; containerd's upper is empty). Returns the directory in it that
+/// `source` (an O_PATH fd, at `canonical`) stands for, or `None` when `source` is on no overlay
+/// or on one that is not an image volume.
+pub fn idmapped_overlay_view(
+    source: &OwnedFd,
+    canonical: &Path,
+    at: &Path,
+    userns: &IdmapUserNs,
+    block: IdBlock,
+) -> Result<Option<PathBuf>, RootfsError> {
+    let fs =
+        nix::sys::statfs::fstatfs(source).map_err(|e| io_err("statfs", canonical)(e.into()))?;
+    if fs.filesystem_type().0 as i64 != OVERLAYFS_SUPER_MAGIC {
+        return Ok(None);
+    }
+    // The mount the fd is on, by its ID, and where in its file system the fd sits.
+    let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{}", source.as_raw_fd()))
+        .map_err(io_err("read fdinfo of", canonical))?;
+    let mnt_id = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
+    let unsupported = |why: &str| {
+        RootfsError::Unsupported(format!(
+            "overlay bind source {} ({why}): ECI can re-mount only an overlay of image layers",
+            canonical.display()
+        ))
+    };
+    let entry = crate::mountinfo::entries(&mountinfo)
+        .find(|e| Some(e.id) == mnt_id)
+        .ok_or_else(|| unsupported("its mount is not in this mount namespace"))?;
+    let mount_point = crate::mountinfo::unescape(entry.mount_point);
+    // Only containerd's image volumes: any other overlay (an engine's container rootfs, one an
+    // administrator mounted) has an upper layer whose files this view would leave out, so it
+    // stays refused as a file system the kernel cannot ID-map.
+    if !is_image_volume_mount(&mount_point) {
+        return Ok(None);
+    }
+    let in_mount = canonical
+        .strip_prefix(&mount_point)
+        .map_err(|_| unsupported("not beneath its mount point"))?;
+    let in_fs = crate::mountinfo::unescape(entry.root)
+        .join(in_mount)
+        .strip_prefix("/")
+        .map(Path::to_path_buf)
+        .map_err(|_| unsupported("a mount root that is not absolute"))?;
+    let options: Vec<String> = entry.super_options.split(',').map(str::to_string).collect();
+    let layers = OverlayLayers::parse(&options);
+    if layers.lowers.iter().any(|(k, _)| *k != "lowerdir+") {
+        return Err(unsupported("data-only layers"));
+    }
+    match layers.lowers.as_slice() {
+        [] => return Err(unsupported("no lower layers")),
+        // One image layer: an ID-mapped bind of it is the same view.
+        [("lowerdir+", dir)] => idmap_at(dir, at, userns, true)?,
+        lowers => {
+            let view = RootfsMount {
+                typ: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![format!(
+                    "lowerdir={}",
+                    lowers
+                        .iter()
+                        .map(|(_, d)| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                )],
+            };
+            mount_overlay(&view, at, userns, block)?;
+        }
+    }
+    Ok(Some(at.join(in_fs)))
+}
+
+/// Whether `mount_point` is where containerd's CRI mounts an image volume:
+/// `…/io.containerd.grpc.v1.cri/image-volumes/POD/IMAGE`.
+fn is_image_volume_mount(mount_point: &Path) -> bool {
+    let names: Vec<_> = mount_point.iter().rev().take(4).collect();
+    matches!(names.as_slice(), [_, _, v, c] if *v == "image-volumes" && *c == "io.containerd.grpc.v1.cri")
+}
+
 /// The super options of the overlay mounted last at `root`, from mountinfo text.
 fn overlay_options_at<'a>(mountinfo: &'a str, root: &Path) -> Option<&'a str> {
     let root = root.to_str()?;
@@ -759,6 +881,23 @@ mod tests {
                 d("/data", true)
             ]
         );
+    }
+
+    #[test]
+    fn only_containerds_image_volume_overlays_are_viewed() {
+        let state = "/run/containerd/io.containerd.grpc.v1.cri";
+        assert!(is_image_volume_mount(Path::new(&format!(
+            "{state}/image-volumes/pod/abc"
+        ))));
+        for other in [
+            format!("{state}/image-volumes/pod"),
+            format!("{state}/image-volumes/pod/abc/sub"),
+            format!("{state}/sandboxes/pod/abc"),
+            "/var/lib/docker/overlay2/abc/merged".to_string(),
+            "/srv/image-volumes/pod/abc".to_string(),
+        ] {
+            assert!(!is_image_volume_mount(Path::new(&other)), "{other}");
+        }
     }
 
     #[test]

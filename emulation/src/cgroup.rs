@@ -128,6 +128,36 @@ impl CgroupView {
         Ok(false)
     }
 
+    /// The container's cgroupsPath, relative to each hierarchy's root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Give thread `tid`, charged with [`CgroupView::charge`], back to this process's own CPU
+    /// cgroups (where the shim's main thread is), so that the container's can be removed while
+    /// the thread lives on. cgroup v1 only, as `charge` of a single thread is.
+    pub fn uncharge(&self, tid: i32) -> std::io::Result<()> {
+        let own = std::fs::read_to_string("/proc/self/cgroup")?;
+        for controller in ["cpu", "cpuacct"] {
+            let Some(path) = own.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == controller)
+                    .then_some(path)
+            }) else {
+                continue;
+            };
+            let dir = self
+                .root
+                .join(controller)
+                .join(path.trim_start_matches('/'));
+            std::fs::write(dir.join("tasks"), tid.to_string())?;
+        }
+        Ok(())
+    }
+
     pub fn limits(&self) -> Limits {
         let mut l = Limits::default();
         if let Some(limit) = self.v1("memory", "memory.limit_in_bytes") {

@@ -88,6 +88,9 @@ pub fn mount(
     joined: &mut Joined,
     protected: &mut Protected,
 ) -> Result<(), Errno> {
+    if m.fstype == Some("overlay") {
+        return overlay(m, host_proc);
+    }
     if m.namespaces.is_empty() && !crate::mountops::joins_namespaces(m.fstype) {
         return legacy(m);
     }
@@ -159,6 +162,87 @@ fn legacy(m: &NewMount) -> Result<(), Errno> {
         )
     };
     cvt(libc::c_long::from(r)).map(drop)
+}
+
+/// Options of an overlay naming its layers (`lowerdir+`, `datadir+`: one layer each).
+const LAYER_OPTIONS: &[&str] = &["lowerdir", "lowerdir+", "datadir+", "upperdir", "workdir"];
+
+/// An overlay whose layer is a directory of a procfs or sysfs would show that file system's
+/// own files, not the emulated ones bound over them in the container (overlay reads its layers
+/// below any mount): `lowerdir=/sys/devices/system/cpu` showed the host's `online`. Refused
+/// with EINVAL, as overlay itself refuses a procfs layer. Each layer is resolved once, from the
+/// process's root and cwd as the kernel would, judged on that fd, and handed to the kernel as
+/// that fd (`self/fd/N` from the host's /proc), target too: a path swapped after the check
+/// changes nothing. Options with backslash escapes are refused (EINVAL) rather than parsed.
+fn overlay(m: &NewMount, host_proc: &OwnedFd) -> Result<(), Errno> {
+    let data = m.data.unwrap_or_default();
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    let text = std::str::from_utf8(&data[..end]).map_err(|_| Errno::EINVAL)?;
+    if text.contains('\\') {
+        return Err(Errno::EINVAL);
+    }
+    let mut held: Vec<OwnedFd> = Vec::new();
+    let mut resolve = |path: &str| -> Result<String, Errno> {
+        let fd = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        // SAFETY: fresh fd from open.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let magic = nix::sys::statfs::fstatfs(&fd)?.filesystem_type().0 as i64;
+        if magic == PROC_SUPER_MAGIC || magic == SYSFS_MAGIC {
+            return Err(Errno::EINVAL);
+        }
+        let named = format!("self/fd/{}", fd.as_raw_fd());
+        held.push(fd);
+        Ok(named)
+    };
+    let mut options = Vec::new();
+    for option in text.split(',') {
+        match option.split_once('=') {
+            Some((key, value)) if LAYER_OPTIONS.contains(&key) => {
+                // `a:b::c`: layers, and data-only layers after a double colon.
+                let layers = value
+                    .split(':')
+                    .map(|l| {
+                        if l.is_empty() {
+                            Ok(String::new())
+                        } else {
+                            resolve(l)
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                options.push(format!("{key}={}", layers.join(":")));
+            }
+            _ => options.push(option.to_string()),
+        }
+    }
+    let target_fd;
+    let target = match m.target_fd {
+        Some(fd) => fd,
+        None => {
+            let fd = nix::fcntl::open(
+                m.target,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )?;
+            // SAFETY: fresh fd from open.
+            target_fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            &target_fd
+        }
+    };
+    let target = format!("self/fd/{}", target.as_raw_fd());
+    // Every path is now an fd of ours, named from the host's /proc whatever our root is.
+    nix::unistd::fchdir(host_proc.as_raw_fd())?;
+    let data = options.join(",");
+    let resolved = NewMount {
+        target: &target,
+        target_fd: None,
+        data: Some(data.as_bytes()),
+        ..*m
+    };
+    legacy(&resolved)
 }
 
 /// `fd=N` in a FUSE mount's options, with N the process's fd number, made ours.

@@ -9,12 +9,13 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, SessionACL,
     WriteFlags,
 };
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -70,15 +71,27 @@ pub const EMULATED: &[Emulated] = &[
     e("/sys/devices/virtual/dmi/id/product_uuid", Kind::Uuid),
 ];
 
-/// How long the kernel may serve a read-only file from its page cache before asking again:
-/// the resolution of /proc/uptime (hundredths of a second). Within it an open+read+close costs
+/// How long the kernel may serve a file from its page cache before asking again: the
+/// resolution of /proc/uptime (hundredths of a second). Within it an open+read+close costs
 /// what a page-cache read costs and never reaches this process; past it, the next read asks
 /// for attributes, whose new mtime makes the kernel drop the page (`FUSE_AUTO_INVAL_DATA`),
-/// and reads it again.
+/// and reads it again. Knobs too: a write invalidates the kernel's cached attributes, so the
+/// next read asks for them, sees a new mtime and reads the stored value (not the page the
+/// write filled with what was written); a knob the container has not written shows the
+/// host's value at most this late.
 const CACHED_FOR: Duration = Duration::from_millis(10);
-/// Knobs are read afresh every time: they are read rarely, and one the container has not
-/// written shows the host's current value.
-const KNOB_TTL: Duration = Duration::ZERO;
+/// The longest value a knob takes (sysfs refuses longer writes with E2BIG, as here); the
+/// knobs emulated hold a number or a line of words.
+const KNOB_MAX: usize = 4096;
+/// What one container's written knob values may hold together, beyond which a write gets
+/// ENOSPC: the memory a container can make the shim keep for it.
+const KNOBS_HELD_MAX: usize = 16 * 1024;
+/// The largest write the kernel hands over in one request. Above [`KNOB_MAX`], so that a
+/// longer write(2) is refused whole at its first request; below the kernel's default of up
+/// to 1 MiB, which fuser's per-thread buffer would hold resident for the shim's lifetime.
+const MAX_WRITE: u32 = 2 * KNOB_MAX as u32;
+/// How often a FUSE thread asks again whether its container is created (and its cgroup there).
+const CHARGE_RETRY: Duration = Duration::from_millis(100);
 /// The size files report. procfs reports 0, but the page cache stops at i_size: reads end
 /// where the content ends instead (FUSE shrinks i_size to the end of a short page read until
 /// the next attribute refresh restores it).
@@ -92,13 +105,6 @@ fn ino_of(index: usize) -> u64 {
 fn entry_of(ino: INodeNo) -> Option<(usize, &'static Emulated)> {
     let index = usize::try_from(ino.0.checked_sub(2)?).ok()?;
     EMULATED.get(index).map(|e| (index, e))
-}
-
-fn ttl_of(ino: u64) -> Duration {
-    match entry_of(INodeNo(ino)) {
-        Some((_, e)) if e.kind == Kind::Knob => KNOB_TTL,
-        _ => CACHED_FOR,
-    }
 }
 
 fn file_name(e: &Emulated) -> String {
@@ -154,8 +160,37 @@ impl ContainerView {
     }
 }
 
+/// The FUSE threads serving one container, moved into its CPU cgroup (cgroup v1) so that
+/// reading its emulated files in a loop spends its own quota, not the shim's.
+#[derive(Default)]
+struct Charged {
+    /// Set once the container is created: before, requests are the shim's own set-up work,
+    /// and a thread in the cgroup would keep a failed create's cleanup from removing it.
+    armed: bool,
+    /// Set when the container goes: no thread joins its cgroup after.
+    released: bool,
+    tids: Vec<i32>,
+}
+
+#[derive(Clone, Copy)]
+enum ChargeState {
+    /// Not yet in the container's cgroup; the last attempt, if any.
+    Pending(Option<Instant>),
+    Done,
+}
+
+thread_local! {
+    /// Each Fs has threads of its own (one fuser session per container), so one state per
+    /// thread is one per container.
+    static CHARGE: Cell<ChargeState> = const { Cell::new(ChargeState::Pending(None)) };
+}
+
 struct Fs {
     view: ContainerView,
+    charged: Arc<Mutex<Charged>>,
+    /// Whether an oversized knob write was logged already: once per container, so that a
+    /// loop of them cannot fill the shim's log.
+    told_size: AtomicBool,
     /// Host ID of the container's root, so that files appear as root's inside.
     owner: Arc<AtomicU32>,
     host_cpus: u32,
@@ -166,6 +201,39 @@ struct Fs {
 impl Fs {
     fn limits(&self) -> crate::cgroup::Limits {
         self.view.limits.get()
+    }
+
+    /// Put the calling FUSE thread into the container's CPU cgroup, once (see [`Charged`]).
+    /// Under the lock, so that a release in between cannot miss it.
+    fn charge_this_thread(&self) {
+        CHARGE.with(|state| {
+            if let ChargeState::Pending(last) = state.get() {
+                if last.is_some_and(|at| at.elapsed() < CHARGE_RETRY) {
+                    return;
+                }
+                let mut charged = self.charged.lock().unwrap_or_else(|p| p.into_inner());
+                if !charged.armed || charged.released {
+                    return state.set(ChargeState::Pending(Some(Instant::now())));
+                }
+                let tid = nix::unistd::gettid().as_raw();
+                match self.view.cgroup().charge(tid, false) {
+                    Ok(true) => {
+                        charged.tids.push(tid);
+                        state.set(ChargeState::Done);
+                    }
+                    // cgroup v2: a domain cgroup takes whole processes only.
+                    Ok(false) => state.set(ChargeState::Done),
+                    Err(e) => {
+                        // Perhaps in one of the two hierarchies: given back all the same.
+                        if !charged.tids.contains(&tid) {
+                            charged.tids.push(tid);
+                        }
+                        log::warn!("emulation thread {tid} stays in the shim's cgroup: {e}");
+                        state.set(ChargeState::Done);
+                    }
+                }
+            }
+        })
     }
 
     fn attr(&self, ino: u64) -> FileAttr {
@@ -230,6 +298,12 @@ impl Fs {
         }
     }
 
+    fn tell_once(&self, message: std::fmt::Arguments) {
+        if !self.told_size.swap(true, Ordering::Relaxed) {
+            log::warn!("{}: {message}", self.view.cgroup().path().display());
+        }
+    }
+
     /// The kernel already checked the mode bits (`default_permissions`); this keeps writes to
     /// the container's root and host root even if those bits change.
     fn may_write(&self, req: &Request) -> bool {
@@ -265,6 +339,7 @@ fn store_knob(current: &str, written: &[u8]) -> Vec<u8> {
 
 impl Filesystem for Fs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.charge_this_thread();
         if parent.0 != ROOT {
             return reply.error(Errno::ENOENT);
         }
@@ -272,14 +347,15 @@ impl Filesystem for Fs {
             .iter()
             .position(|e| OsStr::new(&file_name(e)) == name)
         {
-            Some(i) => reply.entry(&ttl_of(ino_of(i)), &self.attr(ino_of(i)), Generation(0)),
+            Some(i) => reply.entry(&CACHED_FOR, &self.attr(ino_of(i)), Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.charge_this_thread();
         if ino.0 == ROOT || entry_of(ino).is_some() {
-            reply.attr(&ttl_of(ino.0), &self.attr(ino.0));
+            reply.attr(&CACHED_FOR, &self.attr(ino.0));
         } else {
             reply.error(Errno::ENOENT);
         }
@@ -303,11 +379,12 @@ impl Filesystem for Fs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.charge_this_thread();
         // Only truncation (O_TRUNC of `echo v > knob`) is accepted, and it changes nothing:
         // the following write replaces the value whole.
         match entry_of(ino) {
             Some((_, e)) if e.kind == Kind::Knob && size == Some(0) && self.may_write(req) => {
-                reply.attr(&KNOB_TTL, &self.attr(ino.0))
+                reply.attr(&CACHED_FOR, &self.attr(ino.0))
             }
             _ => reply.error(Errno::EACCES),
         }
@@ -317,7 +394,11 @@ impl Filesystem for Fs {
         // Without it a cached page would outlive the attribute refresh (see CACHED_FOR).
         config
             .add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA)
-            .map_err(|_| std::io::Error::other("the kernel's FUSE lacks FUSE_AUTO_INVAL_DATA"))
+            .map_err(|_| std::io::Error::other("the kernel's FUSE lacks FUSE_AUTO_INVAL_DATA"))?;
+        config
+            .set_max_write(MAX_WRITE)
+            .map_err(|max| std::io::Error::other(format!("FUSE max_write above {max}")))?;
+        Ok(())
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -338,6 +419,7 @@ impl Filesystem for Fs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.charge_this_thread();
         let Some((index, e)) = entry_of(ino) else {
             return reply.error(Errno::ENOENT);
         };
@@ -359,13 +441,37 @@ impl Filesystem for Fs {
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.charge_this_thread();
         match entry_of(ino) {
             Some((index, e)) if e.kind == Kind::Knob && self.may_write(req) => {
+                if data.len() > KNOB_MAX {
+                    self.tell_once(format_args!(
+                        "a write of {} bytes to {} was refused (E2BIG): a knob holds at most \
+                         {KNOB_MAX} bytes (rule knob-size; write a shorter value)",
+                        data.len(),
+                        e.target
+                    ));
+                    return reply.error(Errno::E2BIG);
+                }
                 let current = String::from_utf8_lossy(&self.render(index, e)).into_owned();
-                self.knobs
-                    .lock()
-                    .expect("knobs lock")
-                    .insert(index, store_knob(&current, data));
+                let value = store_knob(&current, data);
+                let mut knobs = self.knobs.lock().expect("knobs lock");
+                let others: usize = knobs
+                    .iter()
+                    .filter(|(i, _)| **i != index)
+                    .map(|(_, v)| v.len())
+                    .sum();
+                if others + value.len() > KNOBS_HELD_MAX {
+                    drop(knobs);
+                    self.tell_once(format_args!(
+                        "a write to {} was refused (ENOSPC): the container's knob values \
+                         would hold more than {KNOBS_HELD_MAX} bytes (rule knob-size; write \
+                         shorter values)",
+                        e.target
+                    ));
+                    return reply.error(Errno::ENOSPC);
+                }
+                knobs.insert(index, value);
                 reply.written(data.len() as u32);
             }
             _ => reply.error(Errno::EACCES),
@@ -392,6 +498,7 @@ impl Filesystem for Fs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.charge_this_thread();
         if ino.0 != ROOT {
             return reply.error(Errno::ENOTDIR);
         }
@@ -414,7 +521,22 @@ pub struct Emulation {
     dir: PathBuf,
     owner: Arc<AtomicU32>,
     view: ContainerView,
+    charged: Arc<Mutex<Charged>>,
     _session: BackgroundSession,
+}
+
+impl Drop for Emulation {
+    /// The threads go back to the shim's cgroup before the session ends (they outlive it
+    /// while any copy of the mount lives), so that the container's cgroup can be removed.
+    fn drop(&mut self) {
+        let mut charged = self.charged.lock().unwrap_or_else(|p| p.into_inner());
+        charged.released = true;
+        for tid in charged.tids.drain(..) {
+            if let Err(e) = self.view.cgroup().uncharge(tid) {
+                log::warn!("emulation thread {tid} left in the container's cgroup: {e}");
+            }
+        }
+    }
 }
 
 impl Emulation {
@@ -427,8 +549,11 @@ impl Emulation {
             started: boottime(),
             limits: Arc::new(LimitsCache::new(CgroupView::new(cgroups_path))),
         };
+        let charged = Arc::new(Mutex::new(Charged::default()));
         let fs = Fs {
             view: view.clone(),
+            charged: charged.clone(),
+            told_size: AtomicBool::new(false),
             owner: owner.clone(),
             host_cpus: host_cpus(),
             uuid: uuid_for(id),
@@ -453,14 +578,17 @@ impl Emulation {
             dir: dir.to_path_buf(),
             owner,
             view,
+            charged,
             _session: session,
         })
     }
 
     /// Files appear owned by this host ID (the container's root). Attributes the kernel
-    /// cached while the container was being set up are dropped.
+    /// cached while the container was being set up are dropped. From now on the threads
+    /// serving it join its CPU cgroup (see [`Charged`]).
     pub fn set_owner(&self, host_uid: u32) {
         self.owner.store(host_uid, Ordering::Relaxed);
+        self.charged.lock().unwrap_or_else(|p| p.into_inner()).armed = true;
         let notifier: Notifier = self._session.notifier();
         for ino in std::iter::once(ROOT).chain((0..EMULATED.len()).map(ino_of)) {
             // ENOENT: the kernel has not looked that file up yet, nothing to drop.

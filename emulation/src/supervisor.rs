@@ -93,7 +93,22 @@ impl Agent {
         Ok(st.st_ino == user_ns)
     }
 
+    /// Whether the running agent has exited (killed, OOM): its pidfd is readable then.
+    fn exited(&self) -> bool {
+        self.pidfd.as_ref().is_some_and(|pidfd| {
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        })
+    }
+
     fn conn(&mut self) -> Result<&mut UnixStream, Errno> {
+        // An agent that died since the last request is replaced before this one, which it
+        // would otherwise have refused.
+        if self.conn.is_some() && self.exited() {
+            log::warn!("mount agent {} died; starting another", self.pid);
+            self.conn = None;
+            self.pidfd = None;
+        }
         if self.conn.is_none() {
             let (conn, pid) = (self.factory)().map_err(|_| Errno::EPERM)?;
             self.pidfd = pidfd_open(pid).ok();
@@ -736,12 +751,20 @@ fn perform(
         conn.read_exact(&mut answer[got..])?;
         Ok((i32::from_ne_bytes(answer), new))
     };
-    let answer = agent.exchange(exchange)?;
+    let mut answer = agent.exchange(exchange)?;
+    if matches!(&answer, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe) {
+        // The agent died before the request reached it (between the check in `conn` and
+        // the send): nothing was done, so the request goes once to a fresh agent.
+        agent.conn = None;
+        answer = agent.exchange(exchange)?;
+    }
     match answer {
         Ok((0, new)) => Ok(new),
         Ok((e, _)) => Err(Errno::from_raw(e)),
-        Err(_) => {
-            // A dead agent refuses (and is started again on the next request).
+        Err(e) => {
+            // The agent died with the request (it may or may not have acted on it): refused,
+            // and the next request starts another agent.
+            log::warn!("mount agent {} failed a request: {e}", agent.pid);
             agent.conn = None;
             Err(Errno::EPERM)
         }

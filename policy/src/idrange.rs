@@ -20,6 +20,11 @@ impl IdBlock {
     pub fn contains(self, host_id: u32) -> bool {
         host_id >= self.first && host_id - self.first < BLOCK_SIZE
     }
+
+    /// The container ID a host ID of this block stands for, if it is one of the block's.
+    pub fn container_id(self, host_id: u32) -> Option<u32> {
+        self.contains(host_id).then(|| host_id - self.first)
+    }
 }
 
 /// The host IDs containers may be given.
@@ -166,21 +171,55 @@ impl KubeletRange {
         Err("a user `kubelet` exists but /etc/subuid gives it no range".into())
     }
 
+    /// The host IDs the kubelet's range and ECI's pool share, `[first, end)`, if any.
+    pub fn overlap(&self, pool: &IdPool) -> Option<(u64, u64)> {
+        let first = self.first.max(u64::from(pool.first));
+        let end = self.end().min(pool.end());
+        (first < end).then_some((first, end))
+    }
+
+    /// How many of the kubelet's 65536-ID blocks (its blocks start at multiples of 65536) share
+    /// an ID with ECI's pool, and how many blocks its range holds. The kubelet picks a pod's
+    /// block at random among its free ones, so the first over the second is the share of
+    /// `hostUsers: false` pods ECI must refuse.
+    pub fn blocks_in_pool(&self, pool: &IdPool) -> (u64, u64) {
+        let size = u64::from(BLOCK_SIZE);
+        let total = self.len / size;
+        let Some((first, end)) = self.overlap(pool) else {
+            return (0, total);
+        };
+        // Blocks [first_block, end_block) of the kubelet's grid touch the shared IDs.
+        let first_block = first / size;
+        let end_block = end.div_ceil(size);
+        (end_block - first_block, total)
+    }
+
     /// Why the kubelet's blocks and ECI's pool may meet, with what to change; `None` when they
     /// are apart. Kept apart, every block the kubelet hands out can be honoured.
     pub fn conflict(&self, pool: &IdPool) -> Option<String> {
-        pool.overlaps(self.first, self.len).then(|| {
-            let suggest = pool.end().div_ceil(u64::from(BLOCK_SIZE)) * u64::from(BLOCK_SIZE);
-            format!(
-                "the kubelet's user-namespace range {}..{} ({}) overlaps ECI's ID pool {}..{}: pods with hostUsers: false whose block falls in ECI's pool are refused. Keep them apart: add a user `kubelet` and an /etc/subuid entry `kubelet:{suggest}:{}` (past ECI's pool), or move ECI's pool with [id_pool] first/blocks in the policy",
-                self.first,
-                self.end(),
-                if self.configured { "/etc/subuid" } else { "the kubelet's default, no `kubelet` entry in /etc/subuid" },
-                pool.first,
-                pool.end(),
-                (110u64 * u64::from(BLOCK_SIZE)).min((1u64 << 32) - suggest),
-            )
-        })
+        let (first, end) = self.overlap(pool)?;
+        let (meeting, total) = self.blocks_in_pool(pool);
+        // The first multiple of 65536 past ECI's pool: a kubelet range of 110 pods' blocks
+        // (the kubelet's default maxPods, the least it accepts) from there.
+        let past = pool.end().div_ceil(u64::from(BLOCK_SIZE)) * u64::from(BLOCK_SIZE);
+        let len = (110u64 * u64::from(BLOCK_SIZE)).min((1u64 << 32) - past);
+        let subuid = format!("add a user `kubelet` and the /etc/subuid and /etc/subgid entries `kubelet:{past}:{len}` (past ECI's pool)");
+        let fix = if self.configured {
+            format!("{subuid}, or move ECI's pool clear of {}..{} with [id_pool] first/blocks in the ECI policy", self.first, self.end())
+        } else {
+            // The kubelet's default range reaches from 65536 to 2^32: no pool of ECI's can
+            // stay clear of it.
+            format!("{subuid}; no [id_pool] can stay clear of the kubelet's default range")
+        };
+        Some(format!(
+            "the kubelet's user-namespace range {}..{} ({}) overlaps ECI's ID pool {}..{} at {first}..{end}: {meeting} of the kubelet's {total} pod blocks ({:.1}%) fall in ECI's pool, and a pod with hostUsers: false given one of them is refused. Keep them apart: {fix}",
+            self.first,
+            self.end(),
+            if self.configured { "its /etc/subuid entry" } else { "the kubelet's default, no `kubelet` entry in /etc/subuid" },
+            pool.first,
+            pool.end(),
+            meeting as f64 * 100.0 / total.max(1) as f64,
+        ))
     }
 }
 
@@ -253,6 +292,12 @@ mod tests {
         .is_err());
         assert!(IdBlock { first: 100_000 }.contains(165_535));
         assert!(!IdBlock { first: 100_000 }.contains(165_536));
+        let b = IdBlock { first: 100_000 };
+        assert_eq!(b.container_id(100_000), Some(0));
+        assert_eq!(b.container_id(101_000), Some(1000));
+        assert_eq!(b.container_id(99_999), None);
+        assert_eq!(b.container_id(0), None);
+        assert_eq!(b.container_id(165_536), None);
     }
 
     #[test]
@@ -276,6 +321,76 @@ mod tests {
         assert_eq!(r.first, 131_072);
         assert!(KubeletRange::from_files(Some(passwd), Some("")).is_err());
         assert!(KubeletRange::from_files(Some(passwd), Some("kubelet:100000:65536")).is_err());
+    }
+
+    #[test]
+    fn overlap_of_the_kubelets_range_and_the_pool() {
+        let pool = IdPool {
+            first: 100_000,
+            blocks: 1000,
+        };
+        // The kubelet's default: 65536..2^32, every block from 1 up.
+        let k = KubeletRange::default();
+        assert_eq!(k.overlap(&pool), Some((100_000, 65_636_000)));
+        // Blocks 1 (65536..131071, holding 100000) to 1001 (65601536.., holding 65635999).
+        assert_eq!(k.blocks_in_pool(&pool), (1001, 65535));
+        // A range that ends where the pool begins, and one that starts where it ends.
+        let below = KubeletRange {
+            first: 0,
+            len: 100_000,
+            configured: true,
+        };
+        assert_eq!(below.overlap(&pool), None);
+        assert_eq!(below.blocks_in_pool(&pool).0, 0);
+        let above = KubeletRange {
+            first: 65_636_000,
+            len: 65_536,
+            configured: true,
+        };
+        assert_eq!(above.overlap(&pool), None);
+        let touching = KubeletRange {
+            first: 65_536 * 1001,
+            len: 65_536 * 10,
+            configured: true,
+        };
+        assert_eq!(touching.overlap(&pool), Some((65_601_536, 65_636_000)));
+        assert_eq!(touching.blocks_in_pool(&pool), (1, 10));
+        // The pool inside the range, and the range inside the pool.
+        let inside = KubeletRange {
+            first: 65_536 * 10,
+            len: 65_536 * 2,
+            configured: true,
+        };
+        assert_eq!(inside.overlap(&pool), Some((655_360, 786_432)));
+        assert_eq!(inside.blocks_in_pool(&pool), (2, 2));
+        // The default pool reaches 2^32 - 1: it meets every kubelet block past 100000.
+        let (meeting, total) = k.blocks_in_pool(&IdPool::default());
+        assert_eq!((meeting, total), (65535, 65535));
+    }
+
+    #[test]
+    fn the_conflict_names_the_share_of_pods_refused_and_the_fix() {
+        let pool = IdPool {
+            first: 100_000,
+            blocks: 1000,
+        };
+        let msg = KubeletRange::default().conflict(&pool).unwrap();
+        assert!(
+            msg.contains("1001 of the kubelet's 65535 pod blocks (1.5%)"),
+            "{msg}"
+        );
+        assert!(msg.contains("no [id_pool] can stay clear"), "{msg}");
+        let configured = KubeletRange {
+            first: 65_536 * 10,
+            len: 65_536 * 110,
+            configured: true,
+        };
+        let msg = configured.conflict(&pool).unwrap();
+        assert!(msg.contains("its /etc/subuid entry"), "{msg}");
+        assert!(
+            msg.contains("or move ECI's pool clear of 655360..7864320"),
+            "{msg}"
+        );
     }
 
     #[test]

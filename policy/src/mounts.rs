@@ -10,12 +10,70 @@ pub fn is_bind(m: &Mount) -> bool {
             .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
 }
 
-/// Refuse restricted sources; return the binds the caller must ID-map.
+/// What to change when a container asks for mounts to propagate back to the host.
+const PROPAGATION_FIX: &str = "use rslave (Kubernetes mountPropagation: HostToContainer: the host's later mounts under the volume appear in the container) or rprivate (None) instead";
+
+/// Mounts made in an ECI container never reach the host: its mount namespace is owned by its
+/// own user namespace, and the kernel reduces every shared mount copied into a less privileged
+/// namespace to a slave, so propagation runs host to container only. A request for the other
+/// direction — `rshared`/`shared` on a bind (Kubernetes' `Bidirectional`, Docker's `:rshared`)
+/// or a shared root file system (`rootfsPropagation`, which containerd sets for such a mount) —
+/// would silently get less than it asked for, so it is refused; it would hand the container
+/// the host's mount table if it worked. `rslave`/`slave` keeps the host's mounts flowing in.
+///
+/// The recursive spellings of `rootfsPropagation` that containerd's CRI writes (`rslave` for a
+/// HostToContainer volume) are the plain ones libcontainer knows (it always applies them
+/// recursively, and fails on any other): without this the container's init died on
+/// `rslave` and libcontainer reported it as "failed seccomp listener".
+fn harden_propagation(spec: &mut Spec) -> Result<(), Refusal> {
+    let shared = |o: &str| o == "shared" || o == "rshared";
+    for m in spec.mounts().iter().flatten().filter(|m| is_bind(m)) {
+        if let Some(p) = m.options().iter().flatten().find(|o| shared(o)) {
+            return Err(Refusal::new(
+                Rule::MountPropagation,
+                format!(
+                    "eci containers can't propagate mounts to the host ({p} on the mount of {} at {}): an ECI container's mounts stay in its own user namespace",
+                    m.source().as_deref().unwrap_or(Path::new("?")).display(),
+                    m.destination().display()
+                ),
+                PROPAGATION_FIX,
+            ));
+        }
+    }
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(());
+    };
+    let Some(root) = linux.rootfs_propagation().clone() else {
+        return Ok(());
+    };
+    if shared(&root) {
+        return Err(Refusal::new(
+            Rule::MountPropagation,
+            format!("eci containers can't propagate mounts to the host (rootfsPropagation {root}): an ECI container's mounts stay in its own user namespace"),
+            format!("drop rootfsPropagation {root}; {PROPAGATION_FIX}"),
+        ));
+    }
+    let plain = match root.as_str() {
+        "rslave" => "slave",
+        "rprivate" => "private",
+        "runbindable" => "unbindable",
+        other => other,
+    };
+    if plain != root {
+        linux.set_rootfs_propagation(Some(plain.to_string()));
+        spec.set_linux(Some(linux));
+    }
+    Ok(())
+}
+
+/// Refuse restricted sources and mounts that ask to propagate to the host; return the binds
+/// the caller must ID-map.
 pub(crate) fn harden(
     spec: &mut Spec,
     facts: &HostFacts,
     policy: &Policy,
 ) -> Result<Vec<usize>, Refusal> {
+    harden_propagation(spec)?;
     let mut binds = Vec::new();
     for (index, m) in spec.mounts().iter().flatten().enumerate() {
         if !is_bind(m) {
@@ -278,6 +336,80 @@ mod tests {
         f.image = image;
         let mut spec = with_bind(source, &mut f, resolved);
         harden(&mut spec, &f, policy)
+    }
+
+    #[test]
+    fn propagation_to_the_host_is_refused_and_from_it_allowed() {
+        let mut facts = facts();
+        let check =
+            |spec: &Spec, facts: &HostFacts| harden(&mut spec.clone(), facts, &Policy::default());
+        let with = |facts: &mut HostFacts, option: &str| {
+            let mut spec = with_bind("/srv/data", facts, rp("/srv/data", "/srv/data", 7));
+            let mut mounts = spec.mounts().clone().unwrap();
+            let last = mounts.last_mut().unwrap();
+            last.set_options(Some(vec!["rbind".into(), option.into()]));
+            spec.set_mounts(Some(mounts));
+            spec
+        };
+        for option in ["rshared", "shared"] {
+            let r = check(&with(&mut facts, option), &facts).unwrap_err();
+            assert_eq!(r.rule, Rule::MountPropagation);
+            assert!(
+                r.detail.contains(option) && r.detail.contains("/srv/data"),
+                "{r}"
+            );
+            assert!(
+                r.fix.contains("rslave") && r.fix.contains("HostToContainer"),
+                "{r}"
+            );
+        }
+        for option in ["rslave", "slave", "rprivate", "private"] {
+            assert!(check(&with(&mut facts, option), &facts).is_ok(), "{option}");
+        }
+        // A shared root file system, as containerd's CRI sets for a Bidirectional volume.
+        let mut spec = with(&mut facts, "rslave");
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_rootfs_propagation(Some("rshared".into()));
+        spec.set_linux(Some(linux.clone()));
+        let r = check(&spec, &facts).unwrap_err();
+        assert_eq!(r.rule, Rule::MountPropagation);
+        assert!(r.to_string().contains("rootfsPropagation rshared"), "{r}");
+        // containerd's recursive spellings become the ones libcontainer knows.
+        for (asked, given) in [
+            ("rslave", "slave"),
+            ("slave", "slave"),
+            ("rprivate", "private"),
+            ("runbindable", "unbindable"),
+        ] {
+            linux.set_rootfs_propagation(Some(asked.into()));
+            spec.set_linux(Some(linux.clone()));
+            let mut hardened = spec.clone();
+            assert!(harden(&mut hardened, &facts, &Policy::default()).is_ok());
+            assert_eq!(
+                hardened
+                    .linux()
+                    .as_ref()
+                    .unwrap()
+                    .rootfs_propagation()
+                    .as_deref(),
+                Some(given),
+                "{asked}"
+            );
+        }
+        // Shared propagation of a file system the container makes itself stays inside it.
+        let mut spec = ctr_spec();
+        let mut mounts = spec.mounts().clone().unwrap();
+        mounts.push(
+            MountBuilder::default()
+                .destination("/scratch")
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(vec!["rshared".to_string()])
+                .build()
+                .unwrap(),
+        );
+        spec.set_mounts(Some(mounts));
+        assert!(check(&spec, &facts).is_ok());
     }
 
     #[test]

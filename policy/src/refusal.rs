@@ -9,6 +9,8 @@ pub enum Rule {
     UserNamespace,
     /// A bind mount of a restricted host path.
     RestrictedMount,
+    /// Mount propagation asked from the host.
+    MountPropagation,
     /// A device the container may not have.
     Device,
     /// The policy file itself.
@@ -26,6 +28,7 @@ impl Rule {
             Rule::HostNamespace => "host-namespace",
             Rule::UserNamespace => "user-namespace",
             Rule::RestrictedMount => "restricted-mount",
+            Rule::MountPropagation => "mount-propagation",
             Rule::Device => "device",
             Rule::PolicyFile => "policy-file",
             Rule::IdPoolExhausted => "id-pool-exhausted",

@@ -138,8 +138,8 @@ fn containerd_path() -> String {
 
 fn status(path: Option<String>, me: &Path) -> i32 {
     // Not part of the exit code, which says whether runc's name is enforced.
-    let (_, pools) =
-        eci_core::create::userns_pools_report(Path::new(eci_policy::DEFAULT_POLICY_PATH));
+    // The policy containerd's shims use: ECI_POLICY in containerd's environment, else the default.
+    let (_, pools) = eci_core::create::userns_pools_report(&crate::options::default_policy());
     println!("{pools}");
     let path = path.unwrap_or_else(containerd_path);
     let found = path

@@ -3,8 +3,8 @@
 //! first left dockerd waiting forever for an exit it had already been told of. A start holds
 //! [`Starting`] from releasing the process until its start event is out; an exit waits for it.
 
+use crate::publisher::RemotePublisher;
 use async_trait::async_trait;
-use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::topics::{TASK_EXIT_EVENT_TOPIC, TASK_OOM_EVENT_TOPIC};

@@ -49,6 +49,24 @@ impl Reply {
     }
 }
 
+/// A line the exec helper's first child writes before the reply: the pid of the process it
+/// just forked, which the shim kills if the helper dies before it answers (a terminal's
+/// process is in a session of its own by then, out of reach of the helper's process group).
+#[derive(Serialize, Deserialize)]
+struct Forked {
+    forked: i32,
+}
+
+/// Write the announcement with one write(2) on fd 1 (the reply pipe), past Rust's buffered
+/// stdout: it is called in a forked child of the helper.
+fn announce(pid: i32) {
+    let line = format!(
+        "{}\n",
+        serde_json::to_string(&Forked { forked: pid }).expect("announcement serializes")
+    );
+    let _ = nix::unistd::write(std::io::stdout(), line.as_bytes());
+}
+
 /// Helper side: the request is the argument, the process's stdin (fd 0) is the container
 /// process's stdin, and the answer goes to stdout.
 pub(crate) fn main(args: &[String]) -> i32 {
@@ -92,7 +110,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
                 message: e.to_string(),
             },
         },
-        Ok(Request::Exec(req)) => match eci_core::exec(&req) {
+        Ok(Request::Exec(req)) => match eci_core::exec(&req, &announce) {
             Ok(pid) => Reply::Execed { pid },
             Err(e) => Reply::Failed {
                 kind: e.kind(),
@@ -166,11 +184,17 @@ pub(crate) async fn call(
         Err(e) => return Ok(Reply::internal(format!("eci: helper task: {e}"))),
     };
     let exited = exits.lock().await.watch(pid, since);
-    match read_reply(stdout, exited).await {
+    let mut forked = Vec::new();
+    match read_reply(stdout, exited, &mut forked).await {
         Ok(reply) => Ok(reply),
         Err(code) => {
             let pgid = pid;
-            let _ = tokio::task::spawn_blocking(move || kill_group(pgid)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                kill_group(pgid);
+                // After the group: its killed members' children are the shim's by then.
+                kill_forked(&forked);
+            })
+            .await;
             Err(Died { pid, code })
         }
     }
@@ -180,14 +204,24 @@ pub(crate) async fn call(
 async fn read_reply(
     stdout: std::process::ChildStdout,
     mut exited: tokio::sync::oneshot::Receiver<i32>,
+    forked: &mut Vec<i32>,
 ) -> Result<Reply, i32> {
     use tokio::io::AsyncReadExt;
-    let parse = |out: &[u8]| -> Option<Reply> {
-        let end = out.iter().position(|b| *b == b'\n')?;
-        let line = String::from_utf8_lossy(&out[..end]);
-        Some(serde_json::from_str(line.trim()).unwrap_or_else(|_| {
-            Reply::internal(format!("eci: the helper answered {:?}", line.trim()))
-        }))
+    // The first whole line that is not an announcement of a forked pid (those are taken out
+    // of `out` and kept in `forked`).
+    let parse = |out: &mut Vec<u8>, forked: &mut Vec<i32>| -> Option<Reply> {
+        loop {
+            let end = out.iter().position(|b| *b == b'\n')?;
+            let line = String::from_utf8_lossy(&out[..end]).trim().to_string();
+            if let Ok(Forked { forked: pid }) = serde_json::from_str::<Forked>(&line) {
+                forked.push(pid);
+                out.drain(..=end);
+                continue;
+            }
+            return Some(serde_json::from_str(&line).unwrap_or_else(|_| {
+                Reply::internal(format!("eci: the helper answered {line:?}"))
+            }));
+        }
     };
     let mut pipe =
         match tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(stdout)) {
@@ -197,7 +231,7 @@ async fn read_reply(
     let mut out = Vec::new();
     let mut eof = false;
     loop {
-        if let Some(reply) = parse(&out) {
+        if let Some(reply) = parse(&mut out, forked) {
             return Ok(reply);
         }
         if eof {
@@ -220,7 +254,7 @@ async fn read_reply(
                     }
                     out.extend_from_slice(&buf[..n]);
                 }
-                return parse(&out).ok_or(code);
+                return parse(&mut out, forked).ok_or(code);
             }
         }
     }
@@ -259,6 +293,41 @@ pub(crate) fn kill_group(pgid: i32) {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Kill the processes a dead exec helper announced (see `Forked`) that are still the shim's
+/// live children: pinned with a pidfd and checked after pinning, as in `kill_group`. Pids are
+/// allocated cyclically, so an announced pid is not another child of the shim's already.
+fn kill_forked(pids: &[i32]) {
+    let me = std::process::id().cast_signed();
+    for &pid in pids {
+        let Ok(pidfd) = pidfd_open(pid) else { continue };
+        if live_child_of(pid, me) {
+            log::warn!("killing process {pid}, started by an exec helper that died");
+            // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+    }
+}
+
+fn live_child_of(pid: i32, parent: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return false;
+    };
+    let mut f = rest.split(' ');
+    let (state, ppid) = (f.next(), f.next());
+    state != Some("Z") && ppid.and_then(|p| p.parse().ok()) == Some(parent)
 }
 
 /// Live (not zombie) children of `parent` in process group `pgid`.

@@ -395,8 +395,14 @@ impl Backend for Host {
     }
 
     async fn stats(&self, id: &str) -> Result<Any, ShimError> {
-        let stats = self.on_container(id, |h| h.stats()).await??;
-        Ok(crate::metrics::to_any(&stats))
+        let (stats, oom) = self
+            .on_container(id, |h| {
+                // A kernel without oom_kill in the file (before 4.13) still has the rest.
+                h.stats()
+                    .map(|s| (s, h.memory_events().unwrap_or_default()))
+            })
+            .await??;
+        Ok(crate::metrics::to_any(&stats, &oom))
     }
 
     async fn update(&self, id: &str, resources: &[u8]) -> Result<(), ShimError> {

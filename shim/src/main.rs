@@ -16,6 +16,7 @@ mod info;
 mod logging;
 mod metrics;
 mod options;
+mod publisher;
 mod service;
 mod shim;
 mod stdio;

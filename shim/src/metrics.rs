@@ -4,18 +4,22 @@
 //! unified hosts.
 
 use containerd_shim::protos::cgroups::metrics::{
-    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+    CPUStat, CPUUsage, MemoryEntry, MemoryOomControl, MemoryStat, Metrics, PidsStat, Throttle,
 };
 use containerd_shim::protos::protobuf::{well_known_types::any::Any, Message};
 use libcgroups_stats::Stats;
+use std::collections::HashMap;
 
 mod libcgroups_stats {
     pub use eci_core::ops::Stats;
 }
 
-pub fn to_any(stats: &Stats) -> Any {
+/// `oom` is the memory cgroup's OOM counters (`eci_core::ops::Container::memory_events`): CRI
+/// reports `container_oom_events_total` only when the metrics carry them, and the CFS
+/// throttling counters only when v1 metrics carry `throttling`.
+pub fn to_any(stats: &Stats, oom: &HashMap<String, u64>) -> Any {
     if !std::path::Path::new("/sys/fs/cgroup/memory").exists() {
-        return to_any_v2(stats);
+        return to_any_v2(stats, oom);
     }
     let entry = |d: &eci_core::ops::MemoryData| MemoryEntry {
         limit: d.limit,
@@ -40,6 +44,13 @@ pub fn to_any(stats: &Stats) -> Any {
                 ..Default::default()
             })
             .into(),
+            throttling: Some(Throttle {
+                periods: stats.cpu.throttling.periods,
+                throttled_periods: stats.cpu.throttling.throttled_periods,
+                throttled_time: stats.cpu.throttling.throttled_time,
+                ..Default::default()
+            })
+            .into(),
             ..Default::default()
         })
         .into(),
@@ -54,6 +65,15 @@ pub fn to_any(stats: &Stats) -> Any {
             ..Default::default()
         })
         .into(),
+        memory_oom_control: oom
+            .get("oom_kill")
+            .map(|&oom_kill| MemoryOomControl {
+                oom_kill_disable: oom.get("oom_kill_disable").copied().unwrap_or(0),
+                under_oom: oom.get("under_oom").copied().unwrap_or(0),
+                oom_kill,
+                ..Default::default()
+            })
+            .into(),
         ..Default::default()
     };
     Any {
@@ -64,7 +84,7 @@ pub fn to_any(stats: &Stats) -> Any {
 }
 
 /// libcgroups reports CPU time in nanoseconds on both hierarchies; v2 metrics carry µs.
-fn to_any_v2(stats: &Stats) -> Any {
+fn to_any_v2(stats: &Stats, oom: &HashMap<String, u64>) -> Any {
     use containerd_shim::protos::cgroups_v2::metrics as v2;
     let metrics = v2::Metrics {
         pids: Some(v2::PidsStat {
@@ -77,6 +97,10 @@ fn to_any_v2(stats: &Stats) -> Any {
             usage_usec: stats.cpu.usage.usage_total / 1000,
             user_usec: stats.cpu.usage.usage_user / 1000,
             system_usec: stats.cpu.usage.usage_kernel / 1000,
+            // libcgroups keeps cpu.stat's throttled_usec as it is on v2.
+            nr_periods: stats.cpu.throttling.periods,
+            nr_throttled: stats.cpu.throttling.throttled_periods,
+            throttled_usec: stats.cpu.throttling.throttled_time,
             ..Default::default()
         })
         .into(),
@@ -89,6 +113,21 @@ fn to_any_v2(stats: &Stats) -> Any {
             ..Default::default()
         })
         .into(),
+        memory_events: oom
+            .contains_key("oom_kill")
+            .then(|| {
+                let get = |k: &str| oom.get(k).copied().unwrap_or(0);
+                v2::MemoryEvents {
+                    low: get("low"),
+                    high: get("high"),
+                    max: get("max"),
+                    oom: get("oom"),
+                    oom_kill: get("oom_kill"),
+                    oom_group_kill: get("oom_group_kill"),
+                    ..Default::default()
+                }
+            })
+            .into(),
         ..Default::default()
     };
     Any {

@@ -59,7 +59,7 @@ pub(crate) fn policy_from_options(options: &Any) -> Result<PathBuf, ShimError> {
 /// [`eci_policy::DEFAULT_POLICY_PATH`]. For a containerd whose pods use `hostUsers: false`:
 /// containerd 2's CRI sends runc's options to start such a pod's containers, and fails on a
 /// handler configured with `ConfigPath` (runtimeoptions).
-fn default_policy() -> PathBuf {
+pub(crate) fn default_policy() -> PathBuf {
     let default = PathBuf::from(eci_policy::DEFAULT_POLICY_PATH);
     let admin_dir = default.parent().expect("policy dir").to_path_buf();
     std::env::var_os("ECI_POLICY")

@@ -1,9 +1,10 @@
 //! The shim server process (containerd's Task API over ttrpc, v2 and v3 on one socket) and
 //! `delete`, the cleanup after a dead shim. `start` is in bootstrap.rs, `-info` in info.rs.
 
+use crate::publisher::RemotePublisher;
 use crate::service::TaskService;
 use containerd_shim::asynchronous::monitor::monitor_notify_by_pid;
-use containerd_shim::asynchronous::{publisher::RemotePublisher, ExitSignal};
+use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::api::DeleteResponse;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim_async::{create_task, Task};
@@ -26,6 +27,9 @@ const TASK_V2: &str = "containerd.task.v2.Task";
 /// handlers serve it unchanged.
 const TASK_V3: &str = "containerd.task.v3.Task";
 
+/// How long shutdown waits for containerd to take the queued events.
+const EVENTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Run the server: `-socket` names the address; the listening socket itself comes from
 /// `start` (see bootstrap.rs).
 pub async fn serve(flags: Flags, listener: Option<UnixListener>) -> Result<(), String> {
@@ -40,18 +44,29 @@ pub async fn serve(flags: Flags, listener: Option<UnixListener>) -> Result<(), S
     // Our own logger: containerd-shim's writes a blank line after each record and cannot
     // leave out the libraries' noise.
     crate::logging::init(flags.debug);
+    // A kubelet whose user-namespace blocks fall in ECI's pool has some hostUsers: false pods
+    // refused: say so where the administrator looks, before the first one is.
+    eci_core::create::warn_if_pools_meet(
+        &eci_core::layout::Layout::default(),
+        &crate::options::default_policy(),
+    );
 
     let listener = match listener {
         Some(l) => l,
         None => UnixListener::bind(flags.socket.trim_start_matches("unix://"))
             .map_err(|e| format!("listen on {}: {e}", flags.socket))?,
     };
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .await
-        .map_err(|e| e.to_string())?;
+    let publisher = RemotePublisher::new(&ttrpc_address).await?;
     let exit = Arc::new(ExitSignal::default());
-    let task: Arc<dyn Task + Send + Sync> =
-        Arc::new(TaskService::new(&flags.namespace, &flags.address, exit.clone(), publisher).await);
+    let task: Arc<dyn Task + Send + Sync> = Arc::new(
+        TaskService::new(
+            &flags.namespace,
+            &flags.address,
+            exit.clone(),
+            publisher.clone(),
+        )
+        .await,
+    );
     let mut services = create_task(task.clone());
     let v3 = create_task(task)
         .remove(TASK_V2)
@@ -79,6 +94,11 @@ pub async fn serve(flags: Flags, listener: Option<UnixListener>) -> Result<(), S
         }
     });
     exit.wait().await;
+    // The last events (a TaskExit, the TaskDelete) are queued when containerd asks the shim
+    // to shut down: they reach containerd before the shim goes, within a bound.
+    if !publisher.drain(EVENTS_DRAIN).await {
+        log::warn!("shutting down with events containerd has not taken");
+    }
     log::info!("shutting down shim");
     let _ = server.shutdown().await;
     if let Ok(address) = std::fs::read_to_string("address") {

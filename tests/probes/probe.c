@@ -20,6 +20,10 @@
  *   probe fsmount-read TYPE FILE    fsopen/fsmount TYPE, then read FILE in the detached mount
  *   probe read-bench N FILE [GAP]   N x open+read+close: p50/p99 us, reads/s; with GAP,
  *                                   GAP us of sleep before each (no read finds a warm cache)
+ *   probe agent-child SECONDS       for up to SECONDS, look for a process of the shim's binary
+ *                                   in this pid namespace (the agent's child that builds a fresh
+ *                                   procfs); for the first found, try PTRACE_SEIZE and opening
+ *                                   its fd 3 (the host's /proc), mem and mount namespace
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
@@ -96,6 +101,53 @@ static long uid_of(long pid) {
 		if (!strncmp(line, "Uid:", 4)) { uid = atol(line + 4); break; }
 	fclose(f);
 	return uid;
+}
+
+/* errno name of an attempt: "ok" when it worked (and the fd is closed again) */
+static const char *attempt(long r) {
+	if (r < 0) return strerrorname_np(errno);
+	return "ok";
+}
+
+static int agent_child(double seconds) {
+	double end = now_us() + seconds * 1e6;
+	while (now_us() < end) {
+		DIR *d = opendir("/proc");
+		if (!d) return report("opendir /proc", -1);
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+			long pid = atol(e->d_name);
+			if (pid == getpid()) continue;
+			char path[64], cmd[256] = "";
+			snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+			int f = open(path, O_RDONLY | O_CLOEXEC);
+			if (f < 0) continue;
+			ssize_t n = read(f, cmd, sizeof cmd - 1);
+			close(f);
+			if (n <= 0 || !strstr(cmd, "containerd-shim-eci-v2")) continue;
+			long seized = ptrace(PTRACE_SEIZE, pid, 0, 0);
+			const char *seize = attempt(seized);
+			if (seized == 0) ptrace(PTRACE_DETACH, pid, 0, 0);
+			char link[256];
+			snprintf(path, sizeof path, "/proc/%ld/fd/3", pid);
+			const char *fd3 = attempt(readlink(path, link, sizeof link));
+			snprintf(path, sizeof path, "/proc/%ld/mem", pid);
+			int m = open(path, O_RDONLY | O_CLOEXEC);
+			const char *mem = attempt(m);
+			if (m >= 0) close(m);
+			snprintf(path, sizeof path, "/proc/%ld/ns/mnt", pid);
+			int ns = open(path, O_RDONLY | O_CLOEXEC);
+			const char *mnt = attempt(ns);
+			if (ns >= 0) close(ns);
+			printf("agent-child found seize=%s fd3=%s mem=%s ns=%s\n", seize, fd3, mem, mnt);
+			closedir(d);
+			return 0;
+		}
+		closedir(d);
+	}
+	printf("agent-child none\n");
+	return 0;
 }
 
 static int watch_exec(double seconds) {
@@ -232,6 +284,7 @@ int main(int argc, char **argv) {
 		percentiles("sysinfo", v, n);
 		return 0;
 	}
+	if (!strcmp(cmd, "agent-child")) return agent_child(atof(argv[2]));
 	if (!strcmp(cmd, "read-bench") && argc > 3) {
 		int n = atoi(argv[2]);
 		int gap_us = argc > 4 ? atoi(argv[4]) : 0;

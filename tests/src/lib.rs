@@ -150,17 +150,18 @@ pub fn critest_env() -> &'static CritestEnv {
     })
 }
 
-/// `crictl args…` against [`critest_env`].
+/// `crictl args…` against [`cri_env`]'s containerd (scripts/crienv.sh: the containerd that
+/// ECI_CONTAINERD_BIN_DIR names, 1.6 or 2.x).
 pub fn crictl(args: &[&str]) -> Run {
-    let e = critest_env();
+    let endpoint = format!("unix://{}", cri_env().socket);
     let bin = std::env::var("ECI_CRICTL")
         .unwrap_or_else(|_| "/opt/eci-tools/cri-tools-1.37.0/crictl".into());
     Command::new(bin)
         .args([
             "--runtime-endpoint",
-            &e.endpoint,
+            &endpoint,
             "--image-endpoint",
-            &e.endpoint,
+            &endpoint,
         ])
         .args(["--timeout", "60s"])
         .args(args)
@@ -168,6 +169,21 @@ pub fn crictl(args: &[&str]) -> Run {
         .output()
         .expect("run crictl")
         .into()
+}
+
+/// The major version of [`cri_env`]'s containerd, from its CRI `Version` (`1.6.20~ds1`,
+/// `v2.4.2`): 1.x knows nothing of user namespaces for pods nor of image volumes.
+pub fn cri_containerd_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let v = crictl(&["version"]);
+        v.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("RuntimeVersion:"))
+            .map(|v| v.trim().trim_start_matches('v'))
+            .and_then(|v| v.split('.').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("crictl version: {}{}", v.stdout, v.stderr))
+    })
 }
 
 /// `docker -H HOST args…`

@@ -322,3 +322,47 @@ fn another_containers_root_through_proc_is_refused() {
     );
     assert!(leftovers(&b).is_empty(), "{:?}", leftovers(&b));
 }
+
+/// An exec'd process lands where the init is in every hierarchy, not only in libcontainer's
+/// v1 controllers: on a hybrid host it was left in the shim's cgroup in the v2 and
+/// name=systemd hierarchies, outside the container's cgroup namespace (`0::/../../..`).
+#[test]
+fn an_exec_is_in_the_containers_cgroup_in_every_hierarchy() {
+    let id = name("execcg");
+    run_detached(&id, &[], &["sleep", "60"]);
+    let r = exec(
+        &id,
+        "cg",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/1/cgroup; echo ---; cat /proc/self/cgroup",
+        ],
+    );
+    let init = task_pid(&id).expect("init pid");
+    let host_init = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap_or_default();
+    remove(&id);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let (of_init, of_exec) = r.stdout.split_once("---\n").expect("both cgroup files");
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        sorted(of_exec),
+        sorted(of_init),
+        "the exec's cgroups differ from the init's"
+    );
+    assert!(
+        !of_exec.contains("/.."),
+        "the exec is outside the container's cgroup namespace: {of_exec}"
+    );
+    // The init itself is in the container's cgroup everywhere (its namespace root).
+    assert!(
+        of_init.lines().all(|l| l.ends_with(":/")),
+        "{of_init} (host view {host_init})"
+    );
+    let left = leftovers_after(&id, Duration::from_secs(10));
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -178,3 +178,35 @@ fn container_processes_start_with_default_signal_handling() {
     // 128 + SIGHUP: the child died of the signal rather than ignoring it.
     assert_eq!(hup.stdout.trim(), "129", "{}", hup.stderr);
 }
+
+/// The mount agent's child that builds a fresh procfs lives in the container's pid namespace
+/// while it works, as the container's root: the container sees it and may signal it (which
+/// stalls only its own mount), but it must not reach into it: it holds the host's /proc
+/// (fd 3) and was exec'd in the host's user namespace, undumpable.
+#[test]
+fn the_agents_child_in_the_container_cannot_be_ptraced_or_read() {
+    let id = name("agent-child");
+    let script = "mkdir -p /tmp/p; /probe/probe agent-child 30 > /tmp/found & \
+        i=0; while [ $i -lt 600 ] && ! [ -s /tmp/found ]; do \
+          mount -t proc proc /tmp/p && umount /tmp/p; i=$((i+1)); done; wait; cat /tmp/found";
+    let r = run(
+        &id,
+        &["--privileged", "--mount", &probe_mount()],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let found = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("agent-child"))
+        .unwrap_or_default();
+    assert!(
+        found.starts_with("agent-child found"),
+        "the agent's child was never seen (inconclusive): {}",
+        r.stdout
+    );
+    for denied in ["seize=EPERM", "fd3=EACCES", "mem=EACCES", "ns=EACCES"] {
+        assert!(found.contains(denied), "{denied} expected: {found}");
+    }
+    assert!(leftovers(&id).is_empty(), "{:?}", leftovers(&id));
+}
