@@ -159,6 +159,7 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         init: None,
         user_ns: None,
         anchor: None,
+        parked: false,
     };
     // A pod's own user namespace (Kubernetes' hostUsers: false) is honoured when its block is
     // safe and refused otherwise; a container that asks for none gets a block from the pool.

@@ -74,6 +74,11 @@ pub struct LeaseRecord {
     /// task (a pod's own block, or a container containerd could not identify).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor: Option<Anchor>,
+    /// Kept for its container between tasks. Its `holder` is then the host's init, so that a
+    /// shim of an older version sharing this directory (one still serving a container started
+    /// before an upgrade), which knows no parking, sees the lease held and leaves it alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
 }
 
 /// What identifies a container — not just its id, which a new container may reuse once the old
@@ -131,7 +136,7 @@ impl Anchor {
 impl LeaseRecord {
     /// A shim, an init or (for joined containers) a process in its user namespace uses it.
     fn is_live(&self) -> bool {
-        self.holder.is_some_and(|p| p.is_alive())
+        (!self.parked && self.holder.is_some_and(|p| p.is_alive()))
             || self.init.is_some_and(|p| p.is_alive())
             || self.user_ns.is_some_and(user_ns_in_use)
     }
@@ -680,13 +685,19 @@ impl LeaseDir {
         found.first().map(|(_, block)| *block)
     }
 
-    /// Keep `block` for its container, whose task is deleted: no shim, no init. A lease without
-    /// an anchor, or whose user namespace a joined container still uses, is not parked.
-    pub fn park(&self, block: IdBlock, record: LeaseRecord) -> Result<(), LeaseError> {
+    /// Keep `block` for its container, whose task is deleted: no shim, no init. The user
+    /// namespace is kept while a joined container still uses it (the block is live until then).
+    pub fn park(
+        &self,
+        block: IdBlock,
+        record: LeaseRecord,
+        joined: bool,
+    ) -> Result<(), LeaseError> {
         let record = LeaseRecord {
-            holder: None,
+            holder: ProcessRef::of(1),
             init: None,
-            user_ns: None,
+            user_ns: record.user_ns.filter(|_| joined),
+            parked: true,
             ..record
         };
         self.update(block, &record)
@@ -729,6 +740,7 @@ mod tests {
             init: None,
             user_ns: None,
             anchor: None,
+            parked: false,
         }
     }
 
@@ -778,8 +790,10 @@ mod tests {
             .acquire(&pool, &anchored("a", "1.000000001", me), &known)
             .unwrap();
         // The task is deleted: parked, not released; another container does not get it.
-        d.park(a, d.read(a).unwrap()).unwrap();
+        d.park(a, d.read(a).unwrap(), false).unwrap();
         assert!(d.read(a).unwrap().is_parked());
+        // A shim that knows no parking judges a lease by its holder: held (the host's init).
+        assert!(d.read(a).unwrap().holder.is_some_and(|p| p.is_alive()));
         let b = d.acquire(&pool, &record("b", me), &known).unwrap();
         assert_ne!(a, b);
         assert_eq!(
@@ -788,7 +802,7 @@ mod tests {
             a,
             "the next task of the same container"
         );
-        d.park(a, d.read(a).unwrap()).unwrap();
+        d.park(a, d.read(a).unwrap(), false).unwrap();
         // Deleted, and a new container made with the same id: the old block is released at
         // the next allocation, and the new container does not take it as its own.
         known.0.insert("a".into(), "2.000000000".into());
@@ -809,7 +823,7 @@ mod tests {
             "a's old lease is gone"
         );
         // Deleted with no new one: gone at the next allocation.
-        d.park(a2, d.read(a2).unwrap()).unwrap();
+        d.park(a2, d.read(a2).unwrap(), false).unwrap();
         known.0.clear();
         d.acquire(&pool, &record("c", me), &known).unwrap();
         assert_eq!(d.find("default", "a"), None);
@@ -826,7 +840,7 @@ mod tests {
         let known = Known([("a".to_string(), "1.0".to_string())].into_iter().collect());
         let a = d.acquire(&pool, &anchored("a", "1.0", me), &known).unwrap();
         let b = d.acquire(&pool, &record("b", me), &known).unwrap();
-        d.park(a, d.read(a).unwrap()).unwrap();
+        d.park(a, d.read(a).unwrap(), false).unwrap();
         let c = d.acquire(&pool, &record("c", me), &known).unwrap();
         assert_eq!(
             c, a,

@@ -212,16 +212,8 @@ impl Handle<'_> {
                     while !record.releasable() && std::time::Instant::now() < deadline {
                         std::thread::sleep(std::time::Duration::from_millis(10));
                     }
-                    if record.releasable() {
-                        let _ = leases.park(block, record);
-                    } else {
-                        let record = crate::lease::LeaseRecord {
-                            holder: None,
-                            init: None,
-                            ..record
-                        };
-                        let _ = leases.update(block, &record);
-                    }
+                    let joined = !record.releasable();
+                    let _ = leases.park(block, record, joined);
                 }
                 Some(record) if !record.releasable() => {
                     // Deleted: only the joined containers still hold the block now.

@@ -29,7 +29,7 @@ fn parked(namespace: &str, id: &str) -> Vec<(u32, String)> {
     wait_until(Duration::from_secs(10), || {
         leases_of(namespace, id)
             .iter()
-            .all(|(_, t)| t.contains("\"holder\":null") && t.contains("\"init\":null"))
+            .all(|(_, t)| t.contains("\"parked\":true") && t.contains("\"init\":null"))
     });
     leases_of(namespace, id)
 }
@@ -60,7 +60,7 @@ fn a_containers_next_task_gets_its_block_back_until_the_container_is_deleted() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].0, first, "{kept:?}");
     assert!(
-        kept[0].1.contains("\"holder\":null")
+        kept[0].1.contains("\"parked\":true")
             && kept[0].1.contains("\"init\":null")
             && kept[0].1.contains("\"containerd\""),
         "{kept:?}"
@@ -98,7 +98,10 @@ fn a_new_container_with_a_deleted_ones_id_gets_a_lease_of_its_own() {
     assert_eq!(old.len(), 1, "{old:?}");
     assert_eq!(new.len(), 1, "one lease for the new container: {new:?}");
     assert_eq!(new[0].0, block, "{new:?}");
-    assert!(new[0].1.contains("\"holder\":{"), "{new:?}");
+    assert!(
+        new[0].1.contains("\"holder\":{") && !new[0].1.contains("\"parked\""),
+        "{new:?}"
+    );
     let created = |t: &str| t.split("\"created\":").nth(1).map(str::to_string);
     assert!(created(&new[0].1).is_some(), "{new:?}");
     assert_ne!(
