@@ -78,6 +78,14 @@ pub struct Containerd;
 impl crate::lease::Registry for Containerd {
     fn created(&self, address: &Path, names: &[(String, String)]) -> Vec<crate::lease::Recorded> {
         use crate::lease::Recorded;
+        // No socket at all: no containerd serves that address any more (a containerd removed,
+        // a test's torn down), so none of its containers exists. A containerd that restarts
+        // makes its socket again; a container that lost its parked block so gets another.
+        if std::fs::symlink_metadata(address)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return vec![Recorded::Absent; names.len()];
+        }
         let unknown = || vec![Recorded::Unknown; names.len()];
         // A runtime on this thread alone: the create helper must stay single-threaded.
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -123,4 +131,23 @@ async fn created(
         });
     }
     Some(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{Recorded, Registry};
+
+    #[test]
+    fn no_socket_means_no_container_and_a_dead_one_cannot_say() {
+        let names = [("default".to_string(), "c".to_string())];
+        let gone = std::env::temp_dir().join(format!("eci-no-containerd-{}", std::process::id()));
+        assert_eq!(Containerd.created(&gone, &names), vec![Recorded::Absent]);
+        // A path that exists but where nothing answers: containerd cannot be asked.
+        let file = gone.with_extension("file");
+        std::fs::write(&file, "").unwrap();
+        let answer = Containerd.created(&file, &names);
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(answer, vec![Recorded::Unknown]);
+    }
 }
