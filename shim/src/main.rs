@@ -2,7 +2,7 @@
 //!
 //! One binary, three roles: the shim (containerd's Task API over ttrpc), the create helper
 //! (`containerd-shim-eci-v2 helper …`, a fresh single-threaded process in which libcontainer
-//! may fork), and the admin commands (`containerd-shim-eci-v2 enforce …`).
+//! may fork), and the admin commands (`containerd-shim-eci-v2 enforce …`, `leases sweep`).
 
 mod bootstrap;
 mod enforce;
@@ -30,6 +30,17 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("enforce") {
         std::process::exit(enforce::main(&args[2..]));
+    }
+    if args.get(1).map(String::as_str) == Some("leases")
+        && args.get(2).map(String::as_str) == Some("sweep")
+    {
+        // What the next create does anyway: release the blocks parked for deleted containers.
+        let leases = eci_core::lease::LeaseDir::new(eci_core::lease::DEFAULT_LEASE_DIR);
+        if let Err(e) = leases.sweep_parked(&eci_core::containerd::Containerd) {
+            eprintln!("{RUNTIME_NAME}: leases sweep: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     if args.get(1).map(String::as_str) == Some("--version")
         || args.get(1).map(String::as_str) == Some("version")
