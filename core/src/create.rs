@@ -199,6 +199,8 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         holder: ProcessRef::of(req.shim_pid),
         init: None,
         user_ns: None,
+        anchor: None,
+        parked: false,
     };
     // A pod's own user namespace (Kubernetes' hostUsers: false) is honoured when its block is
     // safe and refused otherwise; a container that asks for none gets a block from the pool.
@@ -211,7 +213,14 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     let mut block = match requested {
         Some(block) => leases.acquire_exact(block, &record).map(|()| block)?,
         None => leases
-            .acquire(&policy.id_pool, &record)
+            .acquire(
+                &policy.id_pool,
+                &LeaseRecord {
+                    anchor: anchor(req, &spec),
+                    ..record.clone()
+                },
+                &crate::containerd::Containerd,
+            )
             .map_err(|e| match e {
                 // A refusal like the policy's: said to the user and written to the audit log.
                 crate::lease::LeaseError::Exhausted(r) => refuse(req, &policy, r),
@@ -449,6 +458,8 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     if !hardened.joins_user_namespace {
         let record = LeaseRecord {
             init: ProcessRef::of(pid),
+            // As acquired: a pod's own block goes with the task, a pool block stays parked.
+            anchor: leases.read(block).and_then(|r| r.anchor),
             user_ns: nix::sys::stat::stat(format!("/proc/{pid}/ns/user").as_str())
                 .ok()
                 .map(|st| st.st_ino),
@@ -462,6 +473,39 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         block: block.first,
         supervised,
     })
+}
+
+/// What names this container beyond its id, for keeping its ID block between tasks: a Docker
+/// container's directory (the source of the `/etc/hostname`, `hosts` or `resolv.conf` dockerd
+/// binds, `<data-root>/containers/<id>/…`), else containerd's record of it. None when neither
+/// can be had: the block then goes with the task.
+fn anchor(req: &CreateRequest, spec: &Spec) -> Option<crate::lease::Anchor> {
+    let docker_dir = spec.mounts().iter().flatten().find_map(|m| {
+        let target = m.destination().to_str()?;
+        if !["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].contains(&target) {
+            return None;
+        }
+        let dir = m.source().as_ref()?.parent()?;
+        let named = dir.is_absolute()
+            && dir.file_name()?.to_str()? == req.id
+            && dir.parent()?.file_name()?.to_str()? == "containers";
+        named.then(|| dir.to_path_buf())
+    });
+    if let Some(dir) = docker_dir {
+        return crate::lease::Anchor::directory(&dir);
+    }
+    let address = req.containerd_address.as_ref()?;
+    use crate::lease::Registry;
+    match crate::containerd::Containerd
+        .created(address, &[(req.namespace.clone(), req.id.clone())])
+        .pop()?
+    {
+        crate::lease::Recorded::Created(created) => Some(crate::lease::Anchor::Containerd {
+            address: address.clone(),
+            created,
+        }),
+        _ => None,
+    }
 }
 
 /// Whether the runtime makes a directory (not a file) as `m`'s mount point: a bind of a file

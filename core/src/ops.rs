@@ -247,6 +247,18 @@ impl Handle<'_> {
                 wait_until_left(&killed, user_ns, KILLED_EXIT_LIMIT);
             }
             match record {
+                // The task is gone, the container may start another: its block waits for it
+                // (released by an allocation once the container is deleted). The emulation's
+                // agent leaves the namespace just after the supervisor stops; a joined
+                // container may stay in it, and the lease is then parked once it has left.
+                Some(record) if record.anchor.is_some() => {
+                    let deadline = std::time::Instant::now() + AGENT_EXIT_LIMIT;
+                    while !record.releasable() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    let joined = !record.releasable();
+                    let _ = leases.park(block, record, joined);
+                }
                 Some(record) if !record.releasable() => {
                     // Deleted: only the joined containers still hold the block now.
                     let record = crate::lease::LeaseRecord {
@@ -263,6 +275,18 @@ impl Handle<'_> {
         // This may have been the last container in another one's user namespace.
         leases.sweep();
     }
+}
+
+/// How long delete waits for the last worker of the shim's (the mount agent) to leave a
+/// container's user namespace before it parks the block.
+const AGENT_EXIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `containerd-shim-eci-v2 leases sweep`: release the ID blocks parked for containers that
+/// containerd no longer has (what the next create does anyway).
+pub fn sweep_parked_leases() -> Result<(), String> {
+    LeaseDir::new(crate::lease::DEFAULT_LEASE_DIR)
+        .sweep_parked(&crate::containerd::Containerd)
+        .map_err(|e| e.to_string())
 }
 
 /// Wait, at most `limit`, until none of `pids` is in the user namespace `inode`.

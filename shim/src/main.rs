@@ -2,7 +2,7 @@
 //!
 //! One binary, three roles: the shim (containerd's Task API over ttrpc), the create helper
 //! (`containerd-shim-eci-v2 helper …`, a fresh single-threaded process in which libcontainer
-//! may fork), and the admin commands (`containerd-shim-eci-v2 enforce …`).
+//! may fork), and the admin commands (`containerd-shim-eci-v2 enforce …`, `leases sweep`).
 
 mod bootstrap;
 mod container;
@@ -35,6 +35,16 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("enforce") {
         std::process::exit(enforce::main(&args[2..]));
+    }
+    if args.get(1).map(String::as_str) == Some("leases")
+        && args.get(2).map(String::as_str) == Some("sweep")
+    {
+        // What the next create does anyway: release the blocks parked for deleted containers.
+        if let Err(e) = eci_core::ops::sweep_parked_leases() {
+            eprintln!("{RUNTIME_NAME}: leases sweep: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     if args.get(1).map(String::as_str) == Some("--version")
         || args.get(1).map(String::as_str) == Some("version")

@@ -369,6 +369,9 @@ pub fn leftovers_in(namespace: &str, cgroup_parent: &str, id: &str) -> Vec<Strin
             found.push(p.display().to_string());
         }
     }
+    // A deleted container's block stays parked until the next allocation releases it; the
+    // sweep is that allocation's first step.
+    sweep_leases();
     for entry in std::fs::read_dir(Path::new(BASE).join("leases"))
         .into_iter()
         .flatten()
@@ -404,6 +407,47 @@ pub fn leftovers_in(namespace: &str, cgroup_parent: &str, id: &str) -> Vec<Strin
     {
         found.push(format!("process {line}"));
     }
+    found
+}
+
+/// The shim binary under test.
+pub fn shim_binary() -> PathBuf {
+    std::env::var_os("ECI_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/release"))
+        .join("containerd-shim-eci-v2")
+}
+
+/// Release the ID blocks parked for containers that no longer exist, as the next create does
+/// (`containerd-shim-eci-v2 leases sweep`).
+pub fn sweep_leases() {
+    let r = Command::new(shim_binary())
+        .args(["leases", "sweep"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run containerd-shim-eci-v2 leases sweep");
+    assert!(
+        r.status.success(),
+        "leases sweep: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+/// The lease files naming container `id` of containerd namespace `namespace`: (block, text).
+pub fn leases_of(namespace: &str, id: &str) -> Vec<(u32, String)> {
+    let mut found: Vec<(u32, String)> = std::fs::read_dir(Path::new(BASE).join("leases"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let first = e.file_name().to_str()?.parse().ok()?;
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            (text.contains(&format!("\"namespace\":\"{namespace}\""))
+                && text.contains(&format!("\"container\":\"{id}\"")))
+            .then_some((first, text))
+        })
+        .collect();
+    found.sort();
     found
 }
 

@@ -217,10 +217,17 @@ fn a_containers_files_keep_its_own_ids_through_restart_commit_cp_export_and_buil
     }));
     let before = map(&keep);
     docker_ok(&["stop", "-t", "1", &keep]);
-    // dockerd deletes the task (and the shim frees the block) after `stop` returns.
+    // dockerd deletes the task after `stop` returns; the block stays parked for the container
+    // (keepblock.rs), nothing else is left.
     let full_id = docker_ok(&["inspect", "-f", "{{.Id}}", &keep]);
-    let left = docker_leftovers_after(full_id.trim(), std::time::Duration::from_secs(10));
-    assert!(left.is_empty(), "{left:?}");
+    let parked = |l: &String| l.starts_with("lease ");
+    wait_until(std::time::Duration::from_secs(10), || {
+        docker_leftovers_after(full_id.trim(), std::time::Duration::ZERO)
+            .iter()
+            .all(parked)
+    });
+    let left = docker_leftovers_after(full_id.trim(), std::time::Duration::ZERO);
+    assert!(left.iter().all(parked), "{left:?}");
     docker_detached(&other, &["sleep", "1000"]);
     docker_ok(&["start", &keep]);
     let after = map(&keep);
@@ -270,11 +277,10 @@ fn a_containers_files_keep_its_own_ids_through_restart_commit_cp_export_and_buil
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&host_file);
 
-    // Usually the other container took the freed block and this one restarted with another;
-    // when other containers of the run shifted the pool, it may get its old block back, and
-    // the ownership checks below still hold (ownfiles.rs forces another block through ctr).
-    if before == after {
-        eprintln!("{keep} restarted with its old block {before:?}");
+    // The container keeps its block (keepblock.rs); ownfiles.rs forces another block through
+    // ctr, and the ownership checks below hold either way.
+    if before != after {
+        eprintln!("{keep} restarted with another block {after:?}");
     }
     assert_eq!(
         seen.code, 0,
@@ -375,4 +381,36 @@ fn tar_owners(tar: &[u8]) -> Vec<(String, u32, u32)> {
             ))
         })
         .collect()
+}
+
+/// Issue 14, part 2 (one overlay per writable layer): dockerd's overlay stays mounted beside the
+/// container's, so `docker cp` writes through a mount the container does not use. Not fixed:
+/// overlay mounts cannot be ID-mapped (see the README's design section).
+#[test]
+#[ignore = "known gap (README, Status): two overlays on one upper under dockerd; a name the \
+            container looked up before stays absent for it after docker cp"]
+fn docker_cp_into_a_running_container_is_seen_even_for_a_name_it_looked_up() {
+    let c = name("cp-seen");
+    docker_detached(&c, &["sleep", "600"]);
+    let host_file = std::env::temp_dir().join(name("cp-seen-file"));
+    std::fs::write(&host_file, "from the host\n").unwrap();
+    let before = docker(&["exec", &c, "cat", "/cpin"]);
+    let cp = docker(&[
+        "cp",
+        &host_file.display().to_string(),
+        &format!("{c}:/cpin"),
+    ]);
+    let after = docker(&["exec", &c, "cat", "/cpin"]);
+    let changed = docker(&["exec", &c, "sh", "-c", "echo changed >> /root/file"]);
+    let out = docker_bytes(&["cp", &format!("{c}:/root/file"), "-"]);
+    let _ = docker(&["rm", "-f", &c]);
+    let _ = std::fs::remove_file(&host_file);
+    assert_ne!(before.code, 0, "{}", before.stdout);
+    assert_eq!(cp.code, 0, "{}", cp.stderr);
+    assert_eq!(after.stdout, "from the host\n", "{}", after.stderr);
+    assert_eq!(changed.code, 0, "{}", changed.stderr);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("changed"),
+        "docker cp out missed the container's change"
+    );
 }

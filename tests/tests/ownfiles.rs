@@ -35,6 +35,33 @@ fn stop_task(id: &str) {
     assert_eq!(r.code, 0, "ctr task delete {id}: {}", r.stderr);
 }
 
+/// A process of the test's own in a new user namespace that maps `first`'s block, until dropped.
+struct BlockHolder(std::process::Child);
+
+impl Drop for BlockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hold_block(first: u32) -> BlockHolder {
+    let child = std::process::Command::new("unshare")
+        .args(["--user", "sleep", "600"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare --user");
+    let pid = child.id();
+    let holder = BlockHolder(child);
+    let own = std::fs::metadata("/proc/self/ns/user").unwrap().ino();
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::metadata(format!("/proc/{pid}/ns/user")).is_ok_and(|m| m.ino() != own)
+    }));
+    std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {first} 65536\n"))
+        .expect("map the block");
+    holder
+}
+
 #[test]
 fn a_restarted_task_owns_its_files_under_another_block() {
     let (keep, other) = (name("own-keep"), name("own-other"));
@@ -51,8 +78,11 @@ fn a_restarted_task_owns_its_files_under_another_block() {
     );
     assert_eq!(w.code, 0, "{}", w.stderr);
 
-    // The block is freed with the task; another container takes it before `keep` restarts.
+    // The container keeps its block while it exists, unless something else maps it when the
+    // next task starts (as when a full pool gave it away): a process in a user namespace of
+    // the test's own holds it, so the next task gets another block.
     stop_task(&keep);
+    let holder = hold_block(before);
     run_detached(&other, &[], &["sleep", "600"]);
     let r = ctr(&["task", "start", "-d", &keep]);
     assert_eq!(r.code, 0, "ctr task start {keep}: {}", r.stderr);
@@ -76,8 +106,12 @@ fn a_restarted_task_owns_its_files_under_another_block() {
         .collect();
     remove(&other);
     remove(&keep);
+    drop(holder);
 
-    assert_ne!(before, after, "{keep} restarted with its old block");
+    assert_ne!(
+        before, after,
+        "{keep} restarted with the block another namespace maps"
+    );
     assert_eq!(
         seen.code, 0,
         "after the restart: {}{}",
