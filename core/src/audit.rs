@@ -58,12 +58,13 @@ struct Warning<'a> {
     detail: &'a str,
 }
 
-/// A warning about the host's configuration: to the shim's log every time, and to the audit
-/// log once per boot for each distinct text — the first shim to create the marker file
-/// `<marker_prefix>.<hash of the text>` (under the shim's state directory, a tmpfs) writes it.
+/// A warning about the host's configuration, once per boot for each distinct text: the first
+/// shim to create the marker file `<marker_prefix>.<hash of the text>` (under the shim's state
+/// directory, a tmpfs) writes it to its log (containerd's) and the audit log; every later shim
+/// logs it at debug. A warning at every shim start would be one line of noise per container
+/// for a condition `enforce status` reports anyway.
 pub fn warn_once(log: &Path, marker_prefix: &Path, rule: eci_policy::Rule, detail: &str) {
     use std::hash::{Hash, Hasher};
-    log::warn!("{detail} (rule {})", rule.name());
     // SipHash with fixed keys: the same text gives the same name in every shim process.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     detail.hash(&mut h);
@@ -80,10 +81,16 @@ pub fn warn_once(log: &Path, marker_prefix: &Path, rule: eci_policy::Rule, detai
                 .open(marker)
         });
     let Ok(mut claimed) = claimed else {
-        // Written already (EEXIST), or no state directory to remember it in: the shim's log
-        // has it either way.
+        // Written already (EEXIST) this boot; with no state directory to remember it in,
+        // every shim says it.
+        if marker.exists() {
+            log::debug!("{detail} (rule {})", rule.name());
+        } else {
+            log::warn!("{detail} (rule {})", rule.name());
+        }
         return;
     };
+    log::warn!("{detail} (rule {})", rule.name());
     let _ = claimed.write_all(detail.as_bytes());
     let line = serde_json::to_string(&Warning {
         time: rfc3339_now(),

@@ -201,9 +201,17 @@ impl KubeletRange {
         let (meeting, total) = self.blocks_in_pool(pool);
         // The first multiple of 65536 past ECI's pool: a kubelet range of 110 pods' blocks
         // (the kubelet's default maxPods, the least it accepts) from there.
-        let past = pool.end().div_ceil(u64::from(BLOCK_SIZE)) * u64::from(BLOCK_SIZE);
-        let len = (110u64 * u64::from(BLOCK_SIZE)).min((1u64 << 32) - past);
-        let subuid = format!("add a user `kubelet` and the /etc/subuid and /etc/subgid entries `kubelet:{past}:{len}` (past ECI's pool)");
+        let size = u64::from(BLOCK_SIZE);
+        let len = 110 * size;
+        let past = pool.end().div_ceil(size) * size;
+        let subuid = if past + len <= 1u64 << 32 {
+            format!("add a user `kubelet` and the /etc/subuid and /etc/subgid entries `kubelet:{past}:{len}` (past ECI's pool)")
+        } else if u64::from(pool.first) >= size + len {
+            format!("add a user `kubelet` and the /etc/subuid and /etc/subgid entries `kubelet:{size}:{len}` (below ECI's pool)")
+        } else {
+            // ECI's pool leaves no room for 110 blocks on either side: both must move.
+            format!("add a user `kubelet` and the /etc/subuid and /etc/subgid entries `kubelet:{size}:{len}` and start ECI's pool past them ([id_pool] first = {} in the ECI policy)", size + len)
+        };
         let fix = if self.configured {
             format!("{subuid}, or move ECI's pool clear of {}..{} with [id_pool] first/blocks in the ECI policy", self.first, self.end())
         } else {
@@ -380,6 +388,15 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("no [id_pool] can stay clear"), "{msg}");
+        // A pool that reaches the top of the ID space leaves no room past it: the advice is a
+        // range below it and a pool moved past that, never an entry past 2^32.
+        let msg = KubeletRange::default()
+            .conflict(&IdPool::default())
+            .unwrap();
+        assert!(
+            msg.contains("kubelet:65536:7208960") && msg.contains("first = 7274496"),
+            "{msg}"
+        );
         let configured = KubeletRange {
             first: 65_536 * 10,
             len: 65_536 * 110,

@@ -245,14 +245,20 @@ async fn read_reply(
                 Err(e) => return Ok(Reply::internal(format!("eci: helper reply pipe: {e}"))),
             },
             code = &mut exited => {
-                // What it wrote before exiting is in the pipe already.
+                // What it wrote before exiting is in the pipe already. Read it with read(2)
+                // itself: tokio's `try_read` answers WouldBlock without reading when its
+                // reactor has not yet seen the pipe readable, and then a helper's refusal
+                // was reported as a helper that died without answering.
                 let code = code.unwrap_or(-1);
                 let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.try_read(&mut buf) {
-                    if n == 0 {
-                        break;
+                loop {
+                    match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&pipe), &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => out.extend_from_slice(&buf[..n]),
+                        Err(nix::errno::Errno::EINTR) => {}
+                        // EAGAIN: the pipe is empty (a forked child may still hold it open).
+                        Err(_) => break,
                     }
-                    out.extend_from_slice(&buf[..n]);
                 }
                 return parse(&mut out, forked).ok_or(code);
             }
@@ -367,6 +373,39 @@ fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A helper that refused and exited before the shim's reactor saw its reply pipe readable:
+    /// the refusal is its answer. Before, the exit won the race about half the time and
+    /// `dockerd --pid=host` got "the create helper exited with status 1 before it answered".
+    #[test]
+    fn a_reply_written_before_the_exit_is_read_when_the_exit_comes_first() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let line = serde_json::to_string(&Reply::Failed {
+            kind: ErrorKind::Refused,
+            message: "eci containers can't share namespaces [pid] with the host".into(),
+        })
+        .unwrap();
+        for _ in 0..50 {
+            let mut child = Command::new("printf")
+                .arg(format!("{line}\\n"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            assert!(child.wait().unwrap().code() == Some(0));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tx.send(1).unwrap();
+            let mut forked = Vec::new();
+            let reply = rt.block_on(read_reply(stdout, rx, &mut forked));
+            match reply {
+                Ok(Reply::Failed { kind, .. }) => assert_eq!(kind, ErrorKind::Refused),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn a_failure_keeps_its_kind_across_the_pipe() {
