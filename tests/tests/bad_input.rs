@@ -37,7 +37,7 @@ fn truncated_and_malformed_config_json_are_clear_errors() {
         std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
         std::fs::write(bundle.join("config.json"), text).unwrap();
         let reply = helper(&create_request(&id, &bundle));
-        let error = reply["error"]
+        let error = reply["failed"]["message"]
             .as_str()
             .unwrap_or_else(|| panic!("{label}: {reply}"));
         assert!(error.contains("invalid config.json"), "{label}: {error}");
@@ -58,7 +58,9 @@ fn missing_rootfs_is_a_clear_error() {
         .stdout;
     std::fs::write(bundle.join("config.json"), spec).unwrap();
     let reply = helper(&create_request(&id, &bundle));
-    let error = reply["error"].as_str().unwrap_or_else(|| panic!("{reply}"));
+    let error = reply["failed"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reply}"));
     assert!(error.contains("rootfs"), "{error}");
     assert!(leftovers(&id).is_empty(), "{:?}", leftovers(&id));
     let _ = std::fs::remove_dir_all(bundle);
