@@ -35,19 +35,7 @@ pub fn record(
     })
     .expect("audit entry serializes");
     log::warn!("refused container {namespace}/{container}: {refusal}");
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        f.write_all(format!("{line}\n").as_bytes())
-    };
-    if let Err(e) = write() {
-        log::error!("cannot write audit log {}: {e}", log.display());
-    }
+    append_line(log, &line);
 }
 
 #[derive(serde::Serialize)]
@@ -99,6 +87,12 @@ pub fn warn_once(log: &Path, marker_prefix: &Path, rule: eci_policy::Rule, detai
         detail,
     })
     .expect("audit entry serializes");
+    append_line(log, &line);
+}
+
+/// Append one JSON line to the audit log, making its directory; a failure is the shim's error
+/// log's, never the container's.
+fn append_line(log: &Path, line: &str) {
     let write = || -> std::io::Result<()> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;

@@ -135,14 +135,9 @@ impl Placement {
 
     fn enter_all(&mut self, cgroups_path: &Path) -> io::Result<()> {
         let placement = self;
-        let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
-        if relative.as_os_str().is_empty()
-            || relative
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
+        let Some(relative) = relative_cgroup(cgroups_path) else {
             return Ok(());
-        }
+        };
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
         let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")?;
         let pid = std::process::id().to_string();
@@ -173,6 +168,16 @@ impl Placement {
     }
 }
 
+/// The spec's cgroups path below a hierarchy's root, or `None` for an empty path or one with
+/// `..` or `.` in it (nothing is placed then: it could name a directory outside the container's).
+fn relative_cgroup(cgroups_path: &Path) -> Option<&Path> {
+    let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+    let normal = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (!relative.as_os_str().is_empty() && normal).then_some(relative)
+}
+
 /// Put process `pid` (an exec'd process, before it joins the container's namespaces) into the
 /// container's cgroup in every hierarchy libcontainer does not manage, where [`Placement`] put
 /// the init: without it an exec stayed in the shim's cgroup there, outside the container's
@@ -181,14 +186,9 @@ impl Placement {
 /// internal processes", once a runtime inside enabled controllers for its children), the
 /// process goes where the init `init` is now, as runc does.
 pub fn place_exec(pid: i32, cgroups_path: &Path, init: i32) -> io::Result<()> {
-    let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
-    if relative.as_os_str().is_empty()
-        || relative
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
+    let Some(relative) = relative_cgroup(cgroups_path) else {
         return Ok(());
-    }
+    };
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     let pid = pid.to_string();
     for (mount, options) in unmanaged_hierarchies(&mountinfo) {
