@@ -5,7 +5,15 @@
 //! is another container and gets a lease of its own.
 
 use eci_tests::*;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+/// These tests assert on what is parked between two allocations, and any allocation (another
+/// test's container start) sweeps the leases of deleted containers: they run one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn host_block(id: &str, exec_id: &str) -> u32 {
     let r = exec(id, exec_id, &["cat", "/proc/self/uid_map"]);
@@ -36,6 +44,7 @@ fn parked(namespace: &str, id: &str) -> Vec<(u32, String)> {
 
 #[test]
 fn a_containers_next_task_gets_its_block_back_until_the_container_is_deleted() {
+    let _serial = serial();
     let (keep, other, next) = (name("keep-own"), name("keep-other"), name("keep-next"));
     run_detached(&keep, &[], &["sleep", "600"]);
     let first = host_block(&keep, "m1");
@@ -81,6 +90,7 @@ fn a_containers_next_task_gets_its_block_back_until_the_container_is_deleted() {
 
 #[test]
 fn a_new_container_with_a_deleted_ones_id_gets_a_lease_of_its_own() {
+    let _serial = serial();
     let id = name("keep-reused");
     run_detached(&id, &[], &["sleep", "600"]);
     host_block(&id, "m1");
@@ -126,6 +136,7 @@ fn docker_block(name: &str) -> u32 {
 
 #[test]
 fn docker_restart_start_and_restart_policy_keep_the_block_and_rm_frees_it() {
+    let _serial = serial();
     let e = docker_env();
     let (keep, other, policy) = (name("keep-d"), name("keep-d-other"), name("keep-d-policy"));
     docker_ok(&["run", "-d", "--name", &keep, &e.image, "sleep", "600"]);

@@ -1,0 +1,1 @@
+//! (being filled in: issue 15, part 3/4)
