@@ -9,18 +9,17 @@
 use crate::create::{error_chain, Stdio};
 use crate::error::ExecError;
 use crate::layout::Layout;
+use eci_sys::channel::Channel;
 use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::{Process, Spec};
 use nix::sched::{setns, CloneFlags};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -62,6 +61,22 @@ fn other(what: impl std::fmt::Display) -> ExecError {
 /// A failure of the host's, not of the process asked for.
 fn internal(what: impl std::fmt::Display) -> ExecError {
     ExecError::Internal(what.to_string())
+}
+
+/// What the helper and the children it forks for an exec tell each other, on channels made
+/// before the forks (each child holds its end, close-on-exec, until it execs or exits).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Step {
+    /// To the first child: it is in the container's cgroup, it may join the namespaces.
+    Joined,
+    /// To the process: its pid is announced, it may go on (before, it would leave the
+    /// helper's process group unknown to the shim).
+    Announced,
+    /// To the helper, from the first child: the process was forked with this pid.
+    Started { pid: i32 },
+    /// To the helper, from either child: what failed (the process's execve included).
+    Failed { message: String },
 }
 
 enum ExecStdio {
@@ -183,15 +198,14 @@ pub fn exec(req: &ExecRequest, announce: &dyn Fn(i32)) -> Result<i32, ExecError>
         None => None,
     };
 
-    let (report_r, report_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(internal)?;
-    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(internal)?;
+    // The helper's end and its children's: `Joined` goes one way, the children's reports the
+    // other, and the helper reads reports until every child's end is closed (the process's
+    // at its execve).
+    let (helper_end, children_end) = Channel::pair().map_err(internal)?;
     // SAFETY: the helper is single-threaded, so the child may run ordinary Rust code.
     match unsafe { fork() }.map_err(internal)? {
         ForkResult::Child => {
-            drop(report_r);
-            drop(go_w);
-            let mut report = File::from(report_w);
+            drop(helper_end);
             let target = Target {
                 spec: &spec,
                 process: &process,
@@ -199,40 +213,37 @@ pub fn exec(req: &ExecRequest, announce: &dyn Fn(i32)) -> Result<i32, ExecError>
                 stdio,
                 supervisor,
             };
-            let code = match join_and_spawn(go_r, &namespaces, target, &report, announce) {
-                Ok(pid) => {
-                    let _ = report.write_all(format!("PID {pid}\n").as_bytes());
-                    0
-                }
-                Err(e) => {
-                    let _ = report.write_all(format!("ERR {e}\n").as_bytes());
-                    1
-                }
+            let (step, code) = match join_and_spawn(&namespaces, target, &children_end, announce) {
+                Ok(pid) => (Step::Started { pid }, 0),
+                Err(message) => (Step::Failed { message }, 1),
             };
+            let _ = children_end.send(&step, &[]);
             // SAFETY: leaving the forked child without running the parent's destructors.
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
-            drop(report_w);
-            drop(go_r);
+            drop(children_end);
             let joined = cgroup.add_task(child);
             // And where the create helper put the init in the hierarchies libcontainer leaves
             // alone (cgroup2 and name=systemd on a hybrid host).
             let placed = joined.as_ref().map_or(Ok(()), |_| {
                 crate::delegate::place_exec(child.as_raw(), &cgroup_path, init.as_raw())
             });
-            let mut go = File::from(go_w);
             if joined.is_ok() && placed.is_ok() {
-                let _ = go.write_all(b"g");
+                let _ = helper_end.send(&Step::Joined, &[]);
+            } else {
+                // The first child reads this as "not joined" and fails.
+                let _ = nix::sys::socket::shutdown(
+                    helper_end.as_raw_fd(),
+                    nix::sys::socket::Shutdown::Write,
+                );
             }
-            drop(go);
-            let mut out = String::new();
-            let _ = File::from(report_r).read_to_string(&mut out);
+            let reports = read_reports(&helper_end);
             let status = waitpid(child, None);
             joined.map_err(|e| internal(format!("join container cgroup: {}", error_chain(&e))))?;
             placed.map_err(|e| internal(format!("join container cgroup: {e}")))?;
-            parse_report(&out)
-                .map_err(|e| other(format!("{e} (report {out:?}, first child {status:?})")))
+            outcome(&reports)
+                .map_err(|e| other(format!("{e} (reports {reports:?}, first child {status:?})")))
         }
     }
 }
@@ -272,19 +283,40 @@ fn in_cgroup(proc_cgroup: &str, cgroup_path: &Path) -> bool {
     })
 }
 
-/// The report holds the new pid, then (only if execve failed) the error. Both children write
-/// to it, each line with a single write(2) so that lines never interleave.
-fn parse_report(out: &str) -> Result<i32, ExecError> {
-    let mut pid = None;
-    for line in out.lines() {
-        if let Some(e) = line.strip_prefix("ERR ") {
-            return Err(other(e));
-        }
-        if let Some(p) = line.strip_prefix("PID ") {
-            pid = p.trim().parse().ok();
+/// Every report until both children's ends are closed: the first child's `Started`, then
+/// (only if execve failed) the process's `Failed`. Each is one message, so two writers never
+/// interleave.
+fn read_reports(helper_end: &Channel) -> Vec<Step> {
+    let mut reports = Vec::new();
+    loop {
+        match helper_end.recv::<Step>() {
+            Ok((step, _)) => reports.push(step),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return reports,
+            Err(e) => {
+                reports.push(Step::Failed {
+                    message: format!("exec: unreadable report: {e}"),
+                });
+                return reports;
+            }
         }
     }
-    pid.ok_or_else(|| other("exec: the process did not start"))
+}
+
+/// The new pid, unless a child failed.
+fn outcome(reports: &[Step]) -> Result<i32, ExecError> {
+    if let Some(message) = reports.iter().find_map(|r| match r {
+        Step::Failed { message } => Some(message),
+        _ => None,
+    }) {
+        return Err(other(message));
+    }
+    reports
+        .iter()
+        .find_map(|r| match r {
+            Step::Started { pid } => Some(*pid),
+            _ => None,
+        })
+        .ok_or_else(|| other("exec: the process did not start"))
 }
 
 fn open_stdio(path: Option<&Path>, write: bool) -> Result<OwnedFd, ExecError> {
@@ -331,10 +363,9 @@ struct Target<'a> {
 }
 
 fn join_and_spawn(
-    go: OwnedFd,
     namespaces: &[(File, CloneFlags)],
     target: Target,
-    report: &File,
+    helper: &Channel,
     announce: &dyn Fn(i32),
 ) -> Result<i32, String> {
     // Never dumpable while host credentials are held: a dumpable process can be ptraced, and
@@ -346,8 +377,7 @@ fn join_and_spawn(
             std::io::Error::last_os_error()
         ));
     }
-    let mut byte = [0u8];
-    if File::from(go).read(&mut byte).map_err(|e| e.to_string())? != 1 {
+    if !matches!(helper.recv::<Step>(), Ok((Step::Joined, _))) {
         return Err("exec: could not join the container's cgroup".into());
     }
     for (ns, flag) in namespaces {
@@ -359,26 +389,24 @@ fn join_and_spawn(
     // The process waits for `announced` before it does anything: until its pid is known to
     // the shim, it must stay in the helper's process group (which the shim kills if the
     // helper dies), and it ends (EOF) if this process dies first.
-    let (announced_r, announced_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let (first, process) = Channel::pair().map_err(|e| e.to_string())?;
     // SAFETY: still single-threaded after the first fork.
     match unsafe { fork() }.map_err(|e| e.to_string())? {
         ForkResult::Parent { child } => {
-            drop(announced_r);
+            drop(process);
             announce(child.as_raw());
-            let _ = File::from(announced_w).write_all(b"a");
+            let _ = first.send(&Step::Announced, &[]);
             Ok(child.as_raw())
         }
         ForkResult::Child => {
-            drop(announced_w);
-            let mut byte = [0u8];
-            if !matches!(File::from(announced_r).read(&mut byte), Ok(1)) {
+            drop(first);
+            if !matches!(process.recv::<Step>(), Ok((Step::Announced, _))) {
                 // SAFETY: leaving the forked child; its creator died before announcing it.
                 unsafe { libc::_exit(127) }
             }
-            let e = become_process(target);
-            let mut report = report;
-            let _ = report.write_all(format!("ERR {e}\n").as_bytes());
+            drop(process);
+            let message = become_process(target);
+            let _ = helper.send(&Step::Failed { message }, &[]);
             // SAFETY: leaving the forked child after a failed exec.
             unsafe { libc::_exit(127) }
         }
@@ -456,19 +484,15 @@ fn become_process(target: Target) -> String {
                 let notify = libcontainer::seccomp::initialize_seccomp(seccomp)
                     .map_err(|e| format!("seccomp: {e}"))?;
                 if let Some(fd) = notify {
+                    // SAFETY: initialize_seccomp returned a fresh notify fd that nothing else
+                    // owns; owned here, it is closed when this block ends.
+                    let notify = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
                     // The listener fd goes to the supervisor and is closed here: a process that
                     // kept it could answer its own trapped syscalls.
-                    let sent = supervisor.as_ref().map(|s| {
-                        sendmsg::<()>(
-                            s.as_raw_fd(),
-                            &[IoSlice::new(b"seccomp")],
-                            &[ControlMessage::ScmRights(&[fd])],
-                            MsgFlags::empty(),
-                            None,
-                        )
-                    });
-                    // SAFETY: closing the notify fd initialize_seccomp returned to us.
-                    unsafe { libc::close(fd) };
+                    let sent = supervisor
+                        .as_ref()
+                        .map(|s| eci_sys::fdpass::send(s.as_fd(), b"seccomp", &[notify.as_fd()]));
+                    drop(notify);
                     if !matches!(sent, Some(Ok(_))) {
                         return Err("seccomp: cannot hand the notify fd to the supervisor".into());
                     }
@@ -583,15 +607,9 @@ fn setup_terminal(socket: &UnixStream, process: &Process) -> Result<(), String> 
     for target in 0..3 {
         nix::unistd::dup2(slave.as_raw_fd(), target).map_err(|e| format!("stdio: {e}"))?;
     }
-    let fds = [master.as_raw_fd()];
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &[IoSlice::new(b"exec")],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| format!("send pty master: {e}"))?;
+    let master_fd: BorrowedFd<'_> = master.as_fd();
+    eci_sys::fdpass::send(socket.as_fd(), b"exec", &[master_fd])
+        .map_err(|e| format!("send pty master: {e}"))?;
     drop(master);
     Ok(())
 }

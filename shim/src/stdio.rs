@@ -2,10 +2,9 @@
 //! it and containerd's fifos, and resizes it. Plain stdio needs no copying: the helper opens
 //! containerd's fifos and gives them to the process directly.
 
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use std::fs::OpenOptions;
-use std::io::{IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,26 +40,14 @@ impl FdSocket {
     pub fn receive(self) -> std::io::Result<OwnedFd> {
         let (stream, _) = self.listener.accept()?;
         let _ = std::fs::remove_file(&self.path);
+        // What comes with the fd (libcontainer's state, a word of ours) is not read further.
         let mut buf = [0u8; 4096];
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                if let Some(&fd) = fds.first() {
-                    // SAFETY: the kernel installed this fd in our table for us via SCM_RIGHTS.
-                    return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-        }
-        Err(std::io::Error::other(
-            "console socket: no pty master received",
-        ))
+        let received = eci_sys::fdpass::recv(std::os::fd::AsFd::as_fd(&stream), &mut buf)?;
+        received
+            .fds
+            .into_iter()
+            .next()
+            .ok_or_else(|| std::io::Error::other("fd socket: no fd received"))
     }
 }
 

@@ -474,10 +474,11 @@ fn a_terminal_exec_whose_helper_dies_after_the_fork_is_killed_and_reported() {
         frozen,
         "the helper's first child never joined the container"
     );
-    // The helper has let its first child go and waits on the child's report.
+    // The helper has let its first child go and waits on the child's report (a message on
+    // their channel, a seqpacket socket).
     let waiting = wait_until(Duration::from_secs(10), || {
         std::fs::read_to_string(format!("/proc/{helper}/wchan"))
-            .is_ok_and(|w| w.contains("pipe_read"))
+            .is_ok_and(|w| w.contains("skb_wait_for_more_packets") || w.contains("skb_recv"))
     });
     assert!(waiting, "the helper never waited for its first child");
     signal(helper, "STOP");
