@@ -226,7 +226,7 @@ fault_helper() {
   t0=$(now_ms)
   ( timeout 60 "${C[@]}" run -d $(rt_args eci) "$IMG" "$id" sleep 60 >/dev/null 2>"$W/helper-err"; echo $? > "$W/helper-rc" ) &
   for _ in $(seq 2000); do
-    helper=$(pgrep -f "containerd-shim-eci-v2 helper .*\"id\":\"$id\"" | head -1 || true)
+    helper=$(pgrep -f "containerd-shim-eci-v2 helper create $id\$" | head -1 || true)
     [ -n "$helper" ] && { kill -9 "$helper" 2>/dev/null || true; break; }
   done
   wait

@@ -1,18 +1,21 @@
 //! The create helper. The shim is a multi-threaded tokio process, where forking and changing
 //! the process's cwd or environment (which libcontainer does) is unsound. So the shim starts
-//! its own binary again for each create and exec: the new process is single-threaded, does
-//! the work, prints one JSON line and exits. The container's init is created as a sibling
+//! its own binary again for each create and exec: the new process is single-threaded, takes
+//! its request from the channel it was given as stdout (`eci_sys::channel`), does the work,
+//! answers on the channel and exits. The container's init is created as a sibling
 //! (CLONE_PARENT), so it is the shim's child and reaped by the shim's one reaper.
 
 use crate::exits::SharedExits;
 use eci_core::{CreateRequest, ErrorKind, ExecRequest};
+use eci_sys::channel::Channel;
 use serde::{Deserialize, Serialize};
+use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 
 /// The helper's sub-command of the shim binary.
 pub(crate) const HELPER_ARG: &str = "helper";
 
-/// What the shim asks of a helper (its one argument, as JSON).
+/// What the shim asks of a helper: the first message on its channel.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Request {
@@ -20,10 +23,16 @@ pub(crate) enum Request {
     Exec(ExecRequest),
 }
 
-/// The helper's one line of answer.
+/// What a helper sends the shim: any number of `Forked` announcements, then one answer.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Reply {
+    /// Not an answer: the exec helper's first child has just forked the process with this
+    /// pid, which the shim kills if the helper dies before it answers (a terminal's process is
+    /// in a session of its own by then, out of reach of the helper's process group).
+    Forked {
+        pid: i32,
+    },
     Created {
         pid: i32,
         block: u32,
@@ -49,36 +58,56 @@ impl Reply {
     }
 }
 
-/// A line the exec helper's first child writes before the reply: the pid of the process it
-/// just forked, which the shim kills if the helper dies before it answers (a terminal's
-/// process is in a session of its own by then, out of reach of the helper's process group).
-#[derive(Serialize, Deserialize)]
-struct Forked {
-    forked: i32,
+/// The longest failure message a reply carries (an error chain can be long; the channel's
+/// bound is far above this).
+const MAX_MESSAGE: usize = 32 * 1024;
+
+/// Send the answer; a failure's message cut to [`MAX_MESSAGE`] so that it always fits.
+fn answer(channel: &Channel, mut reply: Reply) {
+    if let Reply::Failed { message, .. } = &mut reply {
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(" …");
+        }
+    }
+    // Nobody to tell if the shim is gone.
+    let _ = channel.send(&reply, &[]);
 }
 
-/// Write the announcement with one write(2) on fd 1 (the reply pipe), past Rust's buffered
-/// stdout: it is called in a forked child of the helper.
-fn announce(pid: i32) {
-    let line = format!(
-        "{}\n",
-        serde_json::to_string(&Forked { forked: pid }).expect("announcement serializes")
-    );
-    let _ = nix::unistd::write(std::io::stdout(), line.as_bytes());
+/// The helper's end of its channel, which the shim gave it as fd 1: moved to a close-on-exec
+/// fd of its own, with /dev/null as fd 1, so that nothing the helper starts holds the
+/// channel past its `execve` and no stray print reaches the shim.
+fn take_channel() -> std::io::Result<Channel> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fd = nix::fcntl::fcntl(1, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: a fresh fd from F_DUPFD_CLOEXEC, owned by nothing else.
+    let channel = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })?;
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 1)?;
+    Ok(channel)
 }
 
-/// Helper side: the request is the argument, the process's stdin (fd 0) is the container
-/// process's stdin, and the answer goes to stdout.
-pub(crate) fn main(args: &[String]) -> i32 {
+/// Helper side: the request is the first message on the channel (fd 1), the process's stdin
+/// (fd 0) is the container process's stdin, and the answer goes back on the channel. The
+/// arguments only name the container (and exec) for `ps`; nothing is read from them.
+pub(crate) fn main(_label: &[String]) -> i32 {
+    let channel = match take_channel() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("helper: fd 1 is not the shim's channel: {e}");
+            return 2;
+        }
+    };
     // Whatever the shim held that was not close-on-exec stops here, and the container's
     // processes start with default signal dispositions, not the shim's.
     if let Err(e) = eci_core::hygiene::close_on_exec_from(3) {
-        println!(
-            "{}",
-            serde_json::to_string(&Reply::internal(format!(
-                "helper: close inherited fds: {e}"
-            )))
-            .expect("reply serializes")
+        answer(
+            &channel,
+            Reply::internal(format!("helper: close inherited fds: {e}")),
         );
         return 1;
     }
@@ -96,10 +125,14 @@ pub(crate) fn main(args: &[String]) -> i32 {
                 .try_init();
         }
     }
-    let input = args.first().map(String::as_str).unwrap_or("");
-    let reply = match serde_json::from_str::<Request>(input) {
+    // A forked child of the helper announces on the same channel: one message each, never
+    // interleaved with the answer.
+    let announce = |pid: i32| {
+        let _ = channel.send(&Reply::Forked { pid }, &[]);
+    };
+    let reply = match channel.recv::<Request>() {
         Err(e) => Reply::internal(format!("helper: bad request: {e}")),
-        Ok(Request::Create(req)) => match eci_core::create(&req) {
+        Ok((Request::Create(req), _)) => match eci_core::create(&req) {
             Ok(c) => Reply::Created {
                 pid: c.pid,
                 block: c.block,
@@ -110,7 +143,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
                 message: e.to_string(),
             },
         },
-        Ok(Request::Exec(req)) => match eci_core::exec(&req, &announce) {
+        Ok((Request::Exec(req), _)) => match eci_core::exec(&req, &announce) {
             Ok(pid) => Reply::Execed { pid },
             Err(e) => Reply::Failed {
                 kind: e.kind(),
@@ -119,10 +152,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
         },
     };
     let failed = matches!(reply, Reply::Failed { .. });
-    println!(
-        "{}",
-        serde_json::to_string(&reply).expect("reply serializes")
-    );
+    answer(&channel, reply);
     i32::from(failed)
 }
 
@@ -155,37 +185,48 @@ impl Died {
 
 /// Shim side: run the helper and return its reply, or how it died without one. The helper
 /// runs in a process group of its own; libcontainer's intermediate and init processes and an
-/// exec's first child inherit it (and the helper's stdout), so a reply pipe alone never ends
-/// when the helper is killed while they live. The helper's exit is watched through the reaper
-/// instead, and when it dies without an answer, every process left in its group is killed.
+/// exec's first child inherit it (and, until they exec, the helper's channel), so the channel
+/// alone never ends when the helper is killed while they live. The helper's exit is watched
+/// through the reaper instead, and when it dies without an answer, every process left in its
+/// group is killed.
 pub(crate) async fn call(
     request: Request,
-    stdin: Option<std::os::fd::OwnedFd>,
+    stdin: Option<OwnedFd>,
     exits: &SharedExits,
 ) -> Result<Reply, Died> {
     let since = exits.lock().await.mark();
-    let spawn = move || -> std::io::Result<(i32, std::process::ChildStdout)> {
+    let spawn = move || -> std::io::Result<(i32, Channel, std::io::Result<()>)> {
         use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        let (ours, theirs) = Channel::pair()?;
+        let child = Command::new(exe)
             .arg(HELPER_ARG)
-            .arg(serde_json::to_string(&request).expect("request serializes"))
+            .args(label(&request))
             .stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null))
-            .stdout(Stdio::piped())
+            .stdout(Stdio::from(OwnedFd::from(theirs)))
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        Ok((child.id().cast_signed(), stdout))
+        // A request too big for the channel is refused here; the helper then reads the end
+        // of its channel and exits.
+        let sent = ours.send(&request, &[]);
+        Ok((child.id().cast_signed(), ours, sent))
     };
-    let (pid, stdout) = match tokio::task::spawn_blocking(spawn).await {
+    let (pid, channel, sent) = match tokio::task::spawn_blocking(spawn).await {
         Ok(Ok(started)) => started,
         Ok(Err(e)) => return Ok(Reply::internal(format!("eci: cannot run the helper: {e}"))),
         Err(e) => return Ok(Reply::internal(format!("eci: helper task: {e}"))),
     };
     let exited = exits.lock().await.watch(pid, since);
+    if let Err(e) = sent {
+        drop(channel);
+        let _ = exited.await;
+        return Ok(Reply::internal(format!(
+            "eci: cannot send the helper its request: {e}"
+        )));
+    }
     let mut forked = Vec::new();
-    match read_reply(stdout, exited, &mut forked).await {
+    match read_reply(channel, exited, &mut forked).await {
         Ok(reply) => Ok(reply),
         Err(code) => {
             let pgid = pid;
@@ -200,67 +241,93 @@ pub(crate) async fn call(
     }
 }
 
-/// The helper's one line, or its exit code if it exited without writing one.
+/// What the helper's command line shows (for `ps`, and for tests and scripts that look for a
+/// helper): the container, and the exec's process file. Never the request itself.
+fn label(request: &Request) -> Vec<String> {
+    match request {
+        Request::Create(r) => vec!["create".into(), r.id.clone()],
+        Request::Exec(r) => vec![
+            "exec".into(),
+            r.id.clone(),
+            r.process
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ],
+    }
+}
+
+/// The helper's answer, or its exit code if it exited without one. Announcements of forked
+/// pids met on the way are kept in `forked`.
 async fn read_reply(
-    stdout: std::process::ChildStdout,
+    channel: Channel,
     mut exited: tokio::sync::oneshot::Receiver<i32>,
     forked: &mut Vec<i32>,
 ) -> Result<Reply, i32> {
-    use tokio::io::AsyncReadExt;
-    // The first whole line that is not an announcement of a forked pid (those are taken out
-    // of `out` and kept in `forked`).
-    let parse = |out: &mut Vec<u8>, forked: &mut Vec<i32>| -> Option<Reply> {
-        loop {
-            let end = out.iter().position(|b| *b == b'\n')?;
-            let line = String::from_utf8_lossy(&out[..end]).trim().to_string();
-            if let Ok(Forked { forked: pid }) = serde_json::from_str::<Forked>(&line) {
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+    /// What one message means: an answer (`Some`), or an announcement taken (`None`).
+    fn take(message: std::io::Result<(Reply, Vec<OwnedFd>)>, forked: &mut Vec<i32>) -> Taken {
+        match message {
+            Ok((Reply::Forked { pid }, _)) => {
                 forked.push(pid);
-                out.drain(..=end);
-                continue;
+                Taken::Announcement
             }
-            return Some(serde_json::from_str(&line).unwrap_or_else(|_| {
-                Reply::internal(format!("eci: the helper answered {line:?}"))
-            }));
+            Ok((reply, _)) => Taken::Answer(reply),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Taken::Answer(Reply::internal(format!("eci: the helper answered {e}")))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Taken::Nothing,
+            Err(_) => Taken::End,
         }
+    }
+    enum Taken {
+        Answer(Reply),
+        Announcement,
+        Nothing,
+        End,
+    }
+    // SAFETY: the Channel owns its socket fd, never replaces it, and is moved into the
+    // AsyncFd, so the fd stays open and the same for the AsyncFd's whole life.
+    let channel = match unsafe { AsyncFd::register_with_interest(channel, Interest::READABLE) } {
+        Ok(c) => c,
+        Err(e) => return Ok(Reply::internal(format!("eci: helper channel: {e}"))),
     };
-    let mut pipe =
-        match tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(stdout)) {
-            Ok(p) => p,
-            Err(e) => return Ok(Reply::internal(format!("eci: helper reply pipe: {e}"))),
-        };
-    let mut out = Vec::new();
-    let mut eof = false;
     loop {
-        if let Some(reply) = parse(&mut out, forked) {
-            return Ok(reply);
-        }
-        if eof {
-            // Every writer is gone without a whole line: the helper's exit says why.
-            return Err(exited.await.unwrap_or(-1));
-        }
         tokio::select! {
-            read = pipe.read_buf(&mut out) => match read {
-                Ok(0) => eof = true,
-                Ok(_) => {}
-                Err(e) => return Ok(Reply::internal(format!("eci: helper reply pipe: {e}"))),
-            },
+            ready = channel.readable() => {
+                let mut guard = match ready {
+                    Ok(g) => g,
+                    Err(e) => return Ok(Reply::internal(format!("eci: helper channel: {e}"))),
+                };
+                let Ok(message) = guard.try_io(|c| match c.get_ref().try_recv::<Reply>() {
+                    // Tell the reactor the channel is drained; it waits for the next message.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(e),
+                    other => Ok(other),
+                }) else {
+                    continue;
+                };
+                match take(message.and_then(|m| m), forked) {
+                    Taken::Answer(reply) => return Ok(reply),
+                    Taken::Announcement | Taken::Nothing => {}
+                    // Every holder of the helper's end is gone without an answer: the
+                    // helper's exit says why.
+                    Taken::End => return Err(exited.await.unwrap_or(-1)),
+                }
+            }
             code = &mut exited => {
-                // What it wrote before exiting is in the pipe already. Read it with read(2)
-                // itself: tokio's `try_read` answers WouldBlock without reading when its
-                // reactor has not yet seen the pipe readable, and then a helper's refusal
-                // was reported as a helper that died without answering.
+                // What it sent before exiting is in the channel already. Read it with
+                // recvmsg(2) itself: tokio's readiness may not have seen it yet, and then a
+                // helper's refusal was reported as a helper that died without answering.
                 let code = code.unwrap_or(-1);
-                let mut buf = [0u8; 4096];
                 loop {
-                    match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&pipe), &mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => out.extend_from_slice(&buf[..n]),
-                        Err(nix::errno::Errno::EINTR) => {}
-                        // EAGAIN: the pipe is empty (a forked child may still hold it open).
-                        Err(_) => break,
+                    match take(channel.get_ref().try_recv::<Reply>(), forked) {
+                        Taken::Answer(reply) => return Ok(reply),
+                        Taken::Announcement => {}
+                        // Empty (a forked child may still hold the helper's end), or ended.
+                        Taken::Nothing | Taken::End => return Err(code),
                     }
                 }
-                return parse(&mut out, forked).ok_or(code);
             }
         }
     }
@@ -374,7 +441,7 @@ fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
 mod tests {
     use super::*;
 
-    /// A helper that refused and exited before the shim's reactor saw its reply pipe readable:
+    /// A helper that refused and exited before the shim's reactor saw its channel readable:
     /// the refusal is its answer. Before, the exit won the race about half the time and
     /// `dockerd --pid=host` got "the create helper exited with status 1 before it answered".
     #[test]
@@ -383,32 +450,54 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let line = serde_json::to_string(&Reply::Failed {
-            kind: ErrorKind::Refused,
-            message: "eci containers can't share namespaces [pid] with the host".into(),
-        })
-        .unwrap();
         for _ in 0..50 {
-            let mut child = Command::new("printf")
-                .arg(format!("{line}\\n"))
-                .stdout(Stdio::piped())
-                .spawn()
+            let (ours, theirs) = Channel::pair().unwrap();
+            // The helper: it announces a fork, refuses, and exits.
+            theirs.send(&Reply::Forked { pid: 4242 }, &[]).unwrap();
+            theirs
+                .send(
+                    &Reply::Failed {
+                        kind: ErrorKind::Refused,
+                        message: "eci containers can't share namespaces [pid] with the host".into(),
+                    },
+                    &[],
+                )
                 .unwrap();
-            let stdout = child.stdout.take().unwrap();
-            assert!(child.wait().unwrap().code() == Some(0));
+            drop(theirs);
             let (tx, rx) = tokio::sync::oneshot::channel();
             tx.send(1).unwrap();
             let mut forked = Vec::new();
-            let reply = rt.block_on(read_reply(stdout, rx, &mut forked));
+            let reply = rt.block_on(read_reply(ours, rx, &mut forked));
             match reply {
                 Ok(Reply::Failed { kind, .. }) => assert_eq!(kind, ErrorKind::Refused),
                 other => panic!("{other:?}"),
             }
+            assert_eq!(forked, vec![4242]);
         }
     }
 
+    /// A helper that died without an answer: its exit code, and the announced pid to kill.
     #[test]
-    fn a_failure_keeps_its_kind_across_the_pipe() {
+    fn a_helper_that_died_without_an_answer_is_its_exit_code() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (ours, theirs) = Channel::pair().unwrap();
+        theirs.send(&Reply::Forked { pid: 77 }, &[]).unwrap();
+        drop(theirs);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(137).unwrap();
+        let mut forked = Vec::new();
+        assert_eq!(
+            rt.block_on(read_reply(ours, rx, &mut forked)).unwrap_err(),
+            137
+        );
+        assert_eq!(forked, vec![77]);
+    }
+
+    #[test]
+    fn a_failure_keeps_its_kind_across_the_channel() {
         let line = serde_json::to_string(&Reply::Failed {
             kind: ErrorKind::Refused,
             message: "eci: can't mount /etc/docker".into(),

@@ -243,8 +243,10 @@ impl Backend for Host {
                 unblock(&waker);
                 return Err(ShimError::of_kind(kind, message));
             }
-            Ok(Reply::Execed { .. }) => {
-                return Err(ShimError::internal("helper answered exec to create"))
+            Ok(reply @ (Reply::Execed { .. } | Reply::Forked { .. })) => {
+                return Err(ShimError::internal(format!(
+                    "helper answered {reply:?} to create"
+                )))
             }
             Err(died) => {
                 // Nothing undid what the helper had made.
@@ -359,7 +361,9 @@ impl Backend for Host {
                 io: Host::process_io(stdio, stdin_closer, master),
             }),
             Reply::Failed { kind, message } => Err(ShimError::of_kind(kind, message)),
-            Reply::Created { .. } => Err(ShimError::internal("helper answered create to exec")),
+            reply @ (Reply::Created { .. } | Reply::Forked { .. }) => Err(ShimError::internal(
+                format!("helper answered {reply:?} to exec"),
+            )),
         }
     }
 

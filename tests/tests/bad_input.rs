@@ -3,16 +3,24 @@
 use eci_tests::*;
 use std::process::{Command, Stdio};
 
+/// Run the create helper as the shim does: the request as the first message on the channel
+/// that is its stdout, the reply as the next message (`{"failed": {"kind", "message"}}`).
 fn helper(request: &serde_json::Value) -> serde_json::Value {
     let bin = repo().join("target/release/containerd-shim-eci-v2");
-    let out = Command::new(bin)
-        .arg("helper")
-        .arg(request.to_string())
+    let (ours, theirs) = eci_sys::channel::Channel::pair().expect("channel");
+    let mut child = Command::new(bin)
+        .args(["helper", "create"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .spawn()
         .expect("run helper");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("helper answered {}", String::from_utf8_lossy(&out.stdout)))
+    ours.send(request, &[])
+        .expect("send the helper its request");
+    let reply = ours.recv::<serde_json::Value>();
+    let _ = child.wait();
+    reply
+        .map(|(reply, _)| reply)
+        .unwrap_or_else(|e| panic!("helper answered nothing readable: {e}"))
 }
 
 fn create_request(id: &str, bundle: &std::path::Path) -> serde_json::Value {
