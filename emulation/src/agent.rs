@@ -5,19 +5,17 @@
 //! operation then uses that same fd, so nothing can change between the check and the use.
 
 use crate::mountops::{
-    own_fd_link, own_proc_path, MountKey, Op, Protected, Request, KEPT_FLAGS,
+    own_fd_link, own_proc_path, Answer, MountKey, Op, Protected, ToAgent, KEPT_FLAGS,
     MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
 };
 use crate::newmount::{Joined, NewMount};
+use eci_sys::channel::Channel;
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
 use nix::sched::{setns, CloneFlags};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::stat::{fstat, Mode};
 use std::ffi::CString;
-use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -38,13 +36,11 @@ fn refuse_partial_copy(source: &OwnedFd) -> Result<(), Errno> {
     Ok(())
 }
 
-/// `containerd-shim-eci-v2 agent INIT_PID PROTECTED_JSON`, with the supervisor's socket as fd 0.
+/// `containerd-shim-eci-v2 agent INIT_PID`, with its channel to the supervisor as fd 0: the
+/// protected facts come first on it, then the requests.
 pub fn main(args: &[String]) -> i32 {
-    let (Some(pid), Some(protected)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: agent INIT_PID PROTECTED_JSON");
-        return 2;
-    };
-    let Ok(protected) = serde_json::from_str::<Protected>(protected) else {
+    let Some(pid) = args.first() else {
+        eprintln!("usage: agent INIT_PID (with the supervisor's channel as fd 0)");
         return 2;
     };
     // Not dumpable, ever: it enters the container's namespaces, and a child it forks into the
@@ -61,8 +57,14 @@ pub fn main(args: &[String]) -> i32 {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    // SAFETY: fd 0 is the socket the supervisor gave us and nothing else owns it.
-    let sock = unsafe { UnixStream::from_raw_fd(0) };
+    // SAFETY: fd 0 is the channel the supervisor gave us and nothing else owns it.
+    let Ok(channel) = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(0) }) else {
+        return 2;
+    };
+    let channel = channel.with_limit(MAX_REQUEST);
+    let Ok((ToAgent::Protect(protected), _)) = channel.recv::<ToAgent>() else {
+        return 2;
+    };
     let host_proc = match open(
         "/proc",
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -92,65 +94,22 @@ pub fn main(args: &[String]) -> i32 {
     // The credential change resets dumpability to the host's suid_dumpable: set it again.
     // SAFETY: prctl(PR_SET_DUMPABLE) has no pointer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    serve(sock, &host_proc, &protected);
+    serve(&channel, &host_proc, &protected);
     0
 }
 
 /// The largest request the supervisor sends (two paths of PATH_MAX and a page of mount data,
-/// JSON-escaped, fit many times over); a longer one ends the connection.
-pub const MAX_REQUEST: usize = 256 * 1024;
+/// JSON-escaped, fit many times over); the supervisor refuses a longer one (ENAMETOOLONG)
+/// and the agent would end the connection.
+pub const MAX_REQUEST: usize = eci_sys::channel::MAX_MESSAGE;
 
-fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
-    let mut buf = vec![0u8; MAX_REQUEST + 4];
+fn serve(channel: &Channel, host_proc: &OwnedFd, protected: &Protected) {
     let mut joined_ns = None;
     let mut joined = Joined::default();
     let mut protected = protected.clone();
     loop {
-        let mut cmsg = nix::cmsg_space!([RawFd; 16]);
-        let (mut len, fds) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let Ok(msg) = recvmsg::<()>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) else {
-                return;
-            };
-            let fds: Vec<OwnedFd> = msg
-                .cmsgs()
-                .into_iter()
-                .flatten()
-                .flat_map(|c| match c {
-                    // SAFETY: the kernel installed these fds for us via SCM_RIGHTS.
-                    ControlMessageOwned::ScmRights(fds) => fds
-                        .into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-                        .collect(),
-                    _ => Vec::new(),
-                })
-                .collect();
-            (msg.bytes, fds)
-        };
-        if len == 0 {
-            return;
-        }
-        // A request is its length (u32) and its body: a stream may deliver it in pieces.
-        while len < 4 {
-            match std::io::Read::read(&mut sock, &mut buf[len..4]) {
-                Ok(n) if n > 0 => len += n,
-                _ => return,
-            }
-        }
-        let size = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-        if size > MAX_REQUEST || len > 4 + size {
-            return;
-        }
-        if std::io::Read::read_exact(&mut sock, &mut buf[len..4 + size]).is_err() {
-            return;
-        }
-        let answer = match serde_json::from_slice::<Request>(&buf[4..4 + size]) {
-            Ok(req) if fds.len() >= 3 => perform(
+        let answer = match channel.recv::<ToAgent>() {
+            Ok((ToAgent::Perform(req), fds)) if fds.len() >= 3 => perform(
                 &req.op,
                 req.caller,
                 &fds,
@@ -159,21 +118,18 @@ fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
                 &mut joined_ns,
                 &mut joined,
             ),
-            _ => Err(Errno::EINVAL),
+            Ok(_) => Err(Errno::EINVAL),
+            // The supervisor hung up, or the channel failed: the agent's work is over.
+            Err(e) if e.kind() != std::io::ErrorKind::InvalidData => return,
+            Err(_) => Err(Errno::EINVAL),
         };
-        let (errno, fd) = match answer {
-            Ok(fd) => (0, fd),
-            Err(e) => (e as i32, None),
+        let sent = match answer {
+            Ok(fd) => channel.send(
+                &Answer::Done,
+                &fd.iter().map(AsFd::as_fd).collect::<Vec<_>>(),
+            ),
+            Err(e) => channel.send(&Answer::Failed { errno: e as i32 }, &[]),
         };
-        let raw: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
-        let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
-        let sent = nix::sys::socket::sendmsg::<()>(
-            sock.as_raw_fd(),
-            &[std::io::IoSlice::new(&errno.to_ne_bytes())],
-            if raw.is_empty() { &[] } else { &cmsgs },
-            MsgFlags::empty(),
-            None,
-        );
         if sent.is_err() {
             return;
         }

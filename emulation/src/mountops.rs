@@ -162,12 +162,36 @@ pub enum Op {
     },
 }
 
+/// One operation the supervisor asks of the agent, sent with the caller's mount namespace,
+/// root and cwd (and, as the operation needs, its other namespaces and fds) as fds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub op: Op,
     /// The trapped thread (host tid): what `/proc/self` in its paths means.
     #[serde(default)]
     pub caller: i32,
+}
+
+/// What the supervisor sends the agent on their channel: the protected facts once, as the
+/// first message, then requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToAgent {
+    /// What the agent protects (measured from the init before it ran anything).
+    Protect(Protected),
+    /// Perform an operation for a trapped process.
+    Perform(Request),
+}
+
+/// The agent's answer to one request. A `Done` of an `open_tree` clone carries the new mount's
+/// fd with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// Performed.
+    Done,
+    /// Refused or failed, with the errno the trapped call returns.
+    Failed { errno: i32 },
 }
 
 /// The fd number in a path naming one of the caller's own fds through procfs

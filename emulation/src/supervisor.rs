@@ -12,17 +12,16 @@
 //! closed, never open.
 
 use crate::cgroup::CgroupView;
-use crate::mountops::{Op, Request};
+use crate::mountops::{Answer, Op, Request, ToAgent};
 use crate::procfs::ContainerView;
+use eci_sys::channel::Channel;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CpuSet;
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
@@ -37,15 +36,15 @@ const OPEN_TREE_CLONE: u64 = 1;
 const MS_PROPAGATION: u64 =
     libc::MS_SHARED | libc::MS_PRIVATE | libc::MS_SLAVE | libc::MS_UNBINDABLE;
 
-/// Starts the container's mount agent and returns the supervisor's end of its socket and the
-/// agent's pid.
-pub type AgentFactory = Box<dyn FnMut() -> std::io::Result<(UnixStream, i32)> + Send>;
+/// Starts the container's mount agent and returns the supervisor's end of its channel (the
+/// protected facts sent already) and the agent's pid.
+pub type AgentFactory = Box<dyn FnMut() -> std::io::Result<(Channel, i32)> + Send>;
 
 /// The agent, started on first need: most containers never unmount anything, and then pay
 /// neither its start nor its memory.
 struct Agent {
     factory: AgentFactory,
-    conn: Option<UnixStream>,
+    conn: Option<Channel>,
     pid: i32,
     /// The running agent, to wait for its exit: it is charged to the container's cgroup,
     /// which cannot be removed while the agent is in it.
@@ -101,7 +100,7 @@ impl Agent {
         })
     }
 
-    fn conn(&mut self) -> Result<&mut UnixStream, Errno> {
+    fn conn(&mut self) -> Result<&mut Channel, Errno> {
         // An agent that died since the last request is replaced before this one, which it
         // would otherwise have refused.
         if self.conn.is_some() && self.exited() {
@@ -127,7 +126,7 @@ impl Agent {
     /// moved there too and this thread stays there until the answer, so the round trip never
     /// crosses CPUs (a wake-up on another CPU costs tens of microseconds in a VM, more than the
     /// operation). Only the agent stays pinned; it runs only when asked.
-    fn exchange<T>(&mut self, exchange: impl FnOnce(&mut UnixStream) -> T) -> Result<T, Errno> {
+    fn exchange<T>(&mut self, exchange: impl FnOnce(&mut Channel) -> T) -> Result<T, Errno> {
         // SAFETY: sched_getcpu takes no arguments.
         let cpu = unsafe { libc::sched_getcpu() };
         // Without our own CPU set to return to, stay unpinned.
@@ -704,52 +703,12 @@ fn perform(
     if !id_valid(fd, id) {
         return Err(Errno::ESRCH);
     }
-    let body = serde_json::to_vec(&Request { op, caller: pid }).map_err(|_| Errno::EINVAL)?;
-    if body.len() > crate::agent::MAX_REQUEST {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    // Length first: the agent reads exactly one request, however the stream splits it.
-    let mut framed = (body.len() as u32).to_ne_bytes().to_vec();
-    framed.extend_from_slice(&body);
-    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let exchange = |conn: &mut UnixStream| -> std::io::Result<(i32, Option<OwnedFd>)> {
-        let mut sent = nix::sys::socket::sendmsg::<()>(
-            conn.as_raw_fd(),
-            &[std::io::IoSlice::new(&framed)],
-            &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
-            nix::sys::socket::MsgFlags::empty(),
-            None,
-        )?;
-        while sent < framed.len() {
-            sent += std::io::Write::write(conn, &framed[sent..])?;
-        }
-        let mut answer = [0u8; 4];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        let (got, new) = {
-            let mut iov = [std::io::IoSliceMut::new(&mut answer)];
-            let msg = nix::sys::socket::recvmsg::<()>(
-                conn.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-            )?;
-            let mut new = None;
-            for c in msg.cmsgs().into_iter().flatten() {
-                if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-                    for f in fds {
-                        // SAFETY: the kernel installed this fd for us via SCM_RIGHTS.
-                        let f = unsafe { OwnedFd::from_raw_fd(f) };
-                        new.get_or_insert(f);
-                    }
-                }
-            }
-            (msg.bytes, new)
-        };
-        if got == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        conn.read_exact(&mut answer[got..])?;
-        Ok((i32::from_ne_bytes(answer), new))
+    let request = ToAgent::Perform(Request { op, caller: pid });
+    let lent: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+    let exchange = |conn: &mut Channel| -> std::io::Result<(Answer, Option<OwnedFd>)> {
+        conn.send(&request, &lent)?;
+        let (answer, fds) = conn.recv::<Answer>()?;
+        Ok((answer, fds.into_iter().next()))
     };
     let mut answer = agent.exchange(exchange)?;
     if matches!(&answer, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe) {
@@ -759,8 +718,15 @@ fn perform(
         answer = agent.exchange(exchange)?;
     }
     match answer {
-        Ok((0, new)) => Ok(new),
-        Ok((e, _)) => Err(Errno::from_raw(e)),
+        Ok((Answer::Done, new)) => Ok(new),
+        // Only an errno the kernel could have answered: 0 or nonsense from an agent (it runs
+        // in the container's namespaces) is a refusal.
+        Ok((Answer::Failed { errno }, _)) if (1..4096).contains(&errno) => {
+            Err(Errno::from_raw(errno))
+        }
+        Ok((Answer::Failed { .. }, _)) => Err(Errno::EPERM),
+        // Over the channel's bound: refused before anything was sent.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(Errno::ENAMETOOLONG),
         Err(e) => {
             // The agent died with the request (it may or may not have acted on it): refused,
             // and the next request starts another agent.

@@ -5,8 +5,8 @@
 use crate::cgroup::CgroupView;
 use crate::procfs::{ContainerView, Emulation};
 use crate::supervisor::Supervisor;
+use eci_sys::channel::Channel;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -77,23 +77,26 @@ fn supervise(
         .into_iter()
         .map(|(source, target, _)| (target.display().to_string(), source))
         .collect();
-    let protected = crate::supervisor::measure(init, PINNED, &emulated);
-    let protected = serde_json::to_string(&protected).map_err(std::io::Error::other)?;
+    let protected =
+        crate::mountops::ToAgent::Protect(crate::supervisor::measure(init, PINNED, &emulated));
     let exe = std::env::current_exe()?;
-    let agent = move || -> std::io::Result<(UnixStream, i32)> {
-        let (ours, theirs) = UnixStream::pair()?;
+    let agent = move || -> std::io::Result<(Channel, i32)> {
+        let (ours, theirs) = Channel::pair()?;
+        let ours = ours.with_limit(crate::agent::MAX_REQUEST);
         // It exits when `ours` closes; the supervisor watches it with a pidfd (and starts
         // another when it dies). This runs on the supervisor's thread.
         let mut command = Command::new(&exe);
         command
             .arg(AGENT_ARG)
             .arg(init.to_string())
-            .arg(&protected)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let pid = spawn(&mut command)?;
         let pid = i32::try_from(pid).map_err(std::io::Error::other)?;
+        // What it protects is its first message, not its command line (which the container
+        // can read while the agent's procfs child is in its pid namespace).
+        ours.send(&protected, &[])?;
         Ok((ours, pid))
     };
     let user_ns = std::fs::metadata(format!("/proc/{init}/ns/user"))?;
