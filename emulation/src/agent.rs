@@ -4,10 +4,7 @@
 //! supervisor's copies of its arguments. Each check resolves a path to an O_PATH fd and the
 //! operation then uses that same fd, so nothing can change between the check and the use.
 
-use crate::mountops::{
-    own_fd_link, own_proc_path, MountKey, Op, Protected, Request, KEPT_FLAGS,
-    MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
-};
+use crate::mountops::{own_fd_link, own_proc_path, MountKey, Op, Protected, Request, KEPT_FLAGS};
 use crate::newmount::{Joined, NewMount};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
@@ -19,9 +16,10 @@ use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const AT_RECURSIVE: u32 = 0x8000;
+use eci_sys::mount::{
+    move_mount, set_attr, MountAttr, AT_RECURSIVE, MOUNT_ATTR_IDMAP, MOUNT_ATTR_RDONLY,
+    MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
+};
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 const SYSFS_MAGIC: i64 = 0x6265_6572;
 
@@ -391,14 +389,6 @@ fn fd_path(host_proc: &OwnedFd, fd: &OwnedFd) -> Result<CString, Errno> {
     CString::new(format!("self/fd/{}", fd.as_raw_fd())).map_err(|_| Errno::EINVAL)
 }
 
-fn cvt(ret: libc::c_long) -> Result<(), Errno> {
-    if ret < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
-}
-
 /// fds: [mount namespace, root, cwd, optional dirfds…] of the trapped process; for a new
 /// mount, its other namespaces and FUSE fd instead of dirfds.
 fn perform(
@@ -553,18 +543,13 @@ fn perform(
             {
                 return Err(Errno::EPERM);
             }
-            let attr = [*attr_set, *attr_clr, *propagation, 0u64];
-            // SAFETY: mount_setattr on our own fd with a correctly sized mount_attr copy.
-            cvt(unsafe {
-                libc::syscall(
-                    libc::SYS_mount_setattr,
-                    fd.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_EMPTY_PATH as u32 | (at_flags & AT_RECURSIVE),
-                    attr.as_ptr(),
-                    std::mem::size_of_val(&attr),
-                )
-            })
+            let attr = MountAttr {
+                attr_set: *attr_set,
+                attr_clr: *attr_clr,
+                propagation: *propagation,
+                userns_fd: 0,
+            };
+            set_attr(fd.as_fd(), at_flags & AT_RECURSIVE != 0, &attr)
         }
         Op::MoveMount {
             from_dirfd,
@@ -607,17 +592,7 @@ fn perform(
                 flags & MOVE_MOUNT_T_EMPTY_PATH != 0,
                 flags & MOVE_MOUNT_T_SYMLINKS != 0,
             )?;
-            // SAFETY: move_mount between two fds we own, with empty paths.
-            cvt(unsafe {
-                libc::syscall(
-                    libc::SYS_move_mount,
-                    from.as_raw_fd(),
-                    c"".as_ptr(),
-                    to.as_raw_fd(),
-                    c"".as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-                )
-            })
+            move_mount(from.as_fd(), Some(to.as_fd()), c"", MOVE_MOUNT_T_EMPTY_PATH)
         }
 
         Op::Bind {

@@ -15,12 +15,6 @@ pub const MS_NODEV: u64 = 4;
 pub const MS_NOEXEC: u64 = 8;
 pub const KEPT_FLAGS: u64 = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
-/// move_mount(2) flags (linux/mount.h), which the libc crate does not define.
-pub const MOVE_MOUNT_F_SYMLINKS: u32 = 0x1;
-pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
-pub const MOVE_MOUNT_T_SYMLINKS: u32 = 0x10;
-pub const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
-
 /// File systems that take nothing from their mounter's pid, net, ipc or cgroup namespace (only
 /// its user namespace, which the agent is in): for these the agent is not handed those
 /// namespaces, saving the supervisor four opens and the agent four checks per mount. Decided

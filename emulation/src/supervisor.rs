@@ -14,6 +14,7 @@
 use crate::cgroup::CgroupView;
 use crate::mountops::{Op, Request};
 use crate::procfs::ContainerView;
+use eci_sys::mount::{AT_RECURSIVE, OPEN_TREE_CLONE};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -33,7 +34,6 @@ const MS_REMOUNT: u64 = libc::MS_REMOUNT;
 const MS_MOVE: u64 = libc::MS_MOVE;
 const MS_BIND: u64 = libc::MS_BIND;
 const MS_REC: u64 = libc::MS_REC;
-const OPEN_TREE_CLONE: u64 = 1;
 const MS_PROPAGATION: u64 =
     libc::MS_SHARED | libc::MS_PRIVATE | libc::MS_SLAVE | libc::MS_UNBINDABLE;
 
@@ -566,7 +566,7 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
         // performs. A recursive clone keeps every submount, pinned, and an open_tree without
         // a clone makes no mount: those go on.
         libc::SYS_open_tree
-            if a[2] & OPEN_TREE_CLONE != 0 && a[2] & libc::AT_RECURSIVE as u64 == 0 =>
+            if a[2] & u64::from(OPEN_TREE_CLONE) != 0 && a[2] & u64::from(AT_RECURSIVE) == 0 =>
         {
             Verdict::Fail(Errno::ENOSYS)
         }
