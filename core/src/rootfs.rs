@@ -433,7 +433,7 @@ impl Drop for CreatorCreds {
 /// an upper dir with `index=off`, and only ECI's is used by the container).
 pub fn premounted_overlay(root: &Path) -> Result<Option<RootfsMount>, RootfsError> {
     let root = fs::canonicalize(root).map_err(io_err("resolve", root))?;
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+    let mountinfo = eci_sys::mountinfo::read_own()
         .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
     let Some(options) = overlay_options_at(&mountinfo, &root) else {
         return Ok(None);
@@ -510,7 +510,7 @@ pub fn idmapped_overlay_view(
         .lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+    let mountinfo = eci_sys::mountinfo::read_own()
         .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
     let unsupported = |why: &str| {
         RootfsError::Unsupported(format!(
@@ -518,10 +518,10 @@ pub fn idmapped_overlay_view(
             canonical.display()
         ))
     };
-    let entry = crate::mountinfo::entries(&mountinfo)
+    let entry = eci_sys::mountinfo::entries(&mountinfo)
         .find(|e| Some(e.id) == mnt_id)
         .ok_or_else(|| unsupported("its mount is not in this mount namespace"))?;
-    let mount_point = crate::mountinfo::unescape(entry.mount_point);
+    let mount_point = eci_sys::mountinfo::unescape(entry.mount_point);
     // Only containerd's image volumes: any other overlay (an engine's container rootfs, one an
     // administrator mounted) has an upper layer whose files this view would leave out, so it
     // stays refused as a file system the kernel cannot ID-map.
@@ -531,7 +531,7 @@ pub fn idmapped_overlay_view(
     let in_mount = canonical
         .strip_prefix(&mount_point)
         .map_err(|_| unsupported("not beneath its mount point"))?;
-    let in_fs = crate::mountinfo::unescape(entry.root)
+    let in_fs = eci_sys::mountinfo::unescape(entry.root)
         .join(in_mount)
         .strip_prefix("/")
         .map(Path::to_path_buf)
@@ -574,7 +574,7 @@ fn is_image_volume_mount(mount_point: &Path) -> bool {
 /// The super options of the overlay mounted last at `root`, from mountinfo text.
 fn overlay_options_at<'a>(mountinfo: &'a str, root: &Path) -> Option<&'a str> {
     let root = root.to_str()?;
-    crate::mountinfo::entries(mountinfo)
+    eci_sys::mountinfo::entries(mountinfo)
         .rev()
         .find(|e| e.mount_point == root && e.fstype == "overlay")
         .map(|e| e.super_options)

@@ -6,6 +6,8 @@
 
 use crate::mountops::{own_fd_link, own_proc_path, MountKey, Op, Protected, Request, KEPT_FLAGS};
 use crate::newmount::{Joined, NewMount};
+use eci_sys::mountinfo;
+use eci_sys::statx::{is_mount_root, mount_id};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
 use nix::sched::{setns, CloneFlags};
@@ -178,39 +180,6 @@ fn serve(mut sock: UnixStream, host_proc: &OwnedFd, protected: &Protected) {
     }
 }
 
-fn statx_mount(fd: &OwnedFd) -> Result<libc::statx, Errno> {
-    // SAFETY: statx is plain data; the kernel fills it.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: statx on our fd with an empty path, writing into the struct we own.
-    let r = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    if r < 0 {
-        return Err(Errno::last());
-    }
-    Ok(stx)
-}
-
-/// The mount ID of the mount `fd` is on.
-pub(crate) fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
-    Ok(statx_mount(fd)?.stx_mnt_id)
-}
-
-/// Whether `fd` is the root of its mount.
-pub(crate) fn is_mount_root(fd: &OwnedFd) -> Result<bool, Errno> {
-    let stx = statx_mount(fd)?;
-    Ok(
-        stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
-            && stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0,
-    )
-}
-
 /// The agent's mountinfo (the namespace it acts in), through the host's /proc.
 fn read_mountinfo(host_proc: &OwnedFd) -> Result<String, Errno> {
     let fd = openat(
@@ -236,12 +205,7 @@ fn dup_cloexec(fd: RawFd) -> Result<OwnedFd, Errno> {
 /// The parent of mount `id` in the agent's mount namespace, from its mountinfo.
 fn parent_mount(host_proc: &OwnedFd, id: u64) -> Result<Option<u64>, Errno> {
     let text = read_mountinfo(host_proc)?;
-    Ok(text.lines().find_map(|line| {
-        let mut fields = line.split(' ');
-        let this: u64 = fields.next()?.parse().ok()?;
-        let parent: u64 = fields.next()?.parse().ok()?;
-        (this == id).then_some(parent)
-    }))
+    Ok(mountinfo::find(&text, id).map(|e| e.parent))
 }
 
 /// Whether `target` is the container's root file system left beside a root the caller made
@@ -287,20 +251,11 @@ fn makes_writable(fd: &OwnedFd, host_proc: &OwnedFd, protected: &Protected) -> R
 /// caller's namespace); one it does not list (detached) counts as such.
 fn over_proc_or_sys(host_proc: &OwnedFd, id: u64) -> Result<bool, Errno> {
     let text = read_mountinfo(host_proc)?;
-    let entry = |want: u64| {
-        text.lines().find_map(|line| {
-            let mut fields = line.split(' ');
-            let this: u64 = fields.next()?.parse().ok()?;
-            let parent: u64 = fields.next()?.parse().ok()?;
-            let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
-            (this == want).then_some((parent, fstype))
-        })
-    };
-    let Some((parent, _)) = entry(id) else {
+    let Some(entry) = mountinfo::find(&text, id) else {
         return Ok(true);
     };
-    Ok(match entry(parent) {
-        Some((_, fstype)) => fstype == "proc" || fstype == "sysfs",
+    Ok(match mountinfo::find(&text, entry.parent) {
+        Some(parent) => parent.fstype == "proc" || parent.fstype == "sysfs",
         None => true,
     })
 }
@@ -309,14 +264,10 @@ fn over_proc_or_sys(host_proc: &OwnedFd, id: u64) -> Result<bool, Errno> {
 /// mountinfo (the caller's namespace).
 fn mount_source(host_proc: &OwnedFd, id: u64) -> Result<Option<(u64, String)>, Errno> {
     let text = read_mountinfo(host_proc)?;
-    Ok(text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.first()?.parse::<u64>().ok()? != id {
-            return None;
-        }
+    Ok(mountinfo::find(&text, id).and_then(|e| {
         Some((
-            crate::mountops::parse_dev(fields.get(2)?)?,
-            crate::mountops::unescape(fields.get(3)?),
+            e.dev()?,
+            mountinfo::unescape(e.root).to_string_lossy().into_owned(),
         ))
     }))
 }

@@ -273,7 +273,7 @@ fn clone_emulated(protected: &Protected, prefix: &str) -> Result<(Vec<Clone>, Ve
             }
         };
         if crate::agent::key(&seen).ok() != Some(*key) {
-            let plain = !crate::agent::is_mount_root(&seen)?
+            let plain = !eci_sys::statx::is_mount_root(&seen)?
                 && nix::sys::statfs::fstatfs(&seen)?.filesystem_type().0 as i64 == magic;
             if plain {
                 continue;
@@ -370,7 +370,6 @@ fn attach_emulated(tree: &OwnedFd, clones: &[Clone], unreachable: &[String]) -> 
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 const SYSFS_MAGIC: i64 = 0x6265_6572;
-const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
 
 /// A procfs or sysfs the process made with fsopen/fsmount, about to be attached by
 /// move_mount: give it the emulated files first (a no-op for one that has them).
@@ -381,19 +380,7 @@ pub fn cover(tree: &OwnedFd, protected: &mut Protected) -> Result<(), Errno> {
         SYSFS_MAGIC => "/sys/",
         _ => return Ok(()),
     };
-    // SAFETY: statx is plain data; the kernel fills it.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: statx on our fd with an empty path, into the struct we own.
-    let r = unsafe {
-        libc::statx(
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            0,
-            &mut stx,
-        )
-    };
-    if r < 0 || stx.stx_attributes & STATX_ATTR_MOUNT_ROOT == 0 {
+    if !eci_sys::statx::is_mount_root(tree).unwrap_or(false) {
         return Ok(());
     }
     let (clones, unreachable) = clone_emulated(protected, prefix)?;

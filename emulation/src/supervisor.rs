@@ -956,17 +956,10 @@ pub fn measure(
     };
     let mountinfo =
         std::fs::read_to_string(format!("/proc/{init_pid}/mountinfo")).unwrap_or_default();
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(mount_id), Some(mountpoint), Some(options)) = (
-            fields.first().and_then(|id| id.parse::<u64>().ok()),
-            fields.get(4),
-            fields.get(5),
-        ) else {
-            continue;
-        };
+    for entry in eci_sys::mountinfo::entries(&mountinfo) {
+        let mount_id = entry.id;
         let mut flags = 0;
-        for o in options.split(',') {
+        for o in entry.options.split(',') {
             flags |= match o {
                 "ro" => MS_RDONLY,
                 "nosuid" => MS_NOSUID,
@@ -976,17 +969,18 @@ pub fn measure(
             };
         }
         if flags & MS_RDONLY != 0 {
-            if let (Some(dev), Some(root)) = (
-                fields.get(2).and_then(|d| crate::mountops::parse_dev(d)),
-                fields.get(3),
-            ) {
+            if let Some(dev) = entry.dev() {
                 protected.read_only.push(crate::mountops::ReadOnlyTree {
                     dev,
-                    root: crate::mountops::unescape(root),
+                    root: eci_sys::mountinfo::unescape(entry.root)
+                        .to_string_lossy()
+                        .into_owned(),
                 });
             }
         }
-        let mountpoint = mountpoint.replace("\\040", " ");
+        let mountpoint = eci_sys::mountinfo::unescape(entry.mount_point)
+            .to_string_lossy()
+            .into_owned();
         let source = emulated.iter().find(|(target, _)| *target == mountpoint);
         let key = match source {
             Some((_, source)) => key_of(&source.display().to_string()),
