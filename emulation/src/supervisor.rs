@@ -15,6 +15,7 @@ use crate::cgroup::CgroupView;
 use crate::mountops::{Op, Request};
 use crate::procfs::ContainerView;
 use eci_sys::mount::{AT_RECURSIVE, OPEN_TREE_CLONE};
+use eci_sys::pidfd::PidFd;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -28,7 +29,6 @@ use std::sync::{Arc, Mutex};
 
 const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
 const CAP_SYS_ADMIN: u32 = 21;
-const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
 const MS_REMOUNT: u64 = libc::MS_REMOUNT;
 const MS_MOVE: u64 = libc::MS_MOVE;
@@ -49,7 +49,7 @@ struct Agent {
     pid: i32,
     /// The running agent, to wait for its exit: it is charged to the container's cgroup,
     /// which cannot be removed while the agent is in it.
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<PidFd>,
     cgroup: CgroupView,
     /// The CPU the agent is pinned to, and the CPUs this thread may run on between requests.
     cpu: Option<i32>,
@@ -95,10 +95,9 @@ impl Agent {
 
     /// Whether the running agent has exited (killed, OOM): its pidfd is readable then.
     fn exited(&self) -> bool {
-        self.pidfd.as_ref().is_some_and(|pidfd| {
-            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-        })
+        self.pidfd
+            .as_ref()
+            .is_some_and(|pidfd| pidfd.exited_within(PollTimeout::ZERO))
     }
 
     fn conn(&mut self) -> Result<&mut UnixStream, Errno> {
@@ -111,7 +110,7 @@ impl Agent {
         }
         if self.conn.is_none() {
             let (conn, pid) = (self.factory)().map_err(|_| Errno::EPERM)?;
-            self.pidfd = pidfd_open(pid).ok();
+            self.pidfd = PidFd::open(pid).ok();
             if let Err(e) = self.cgroup.charge(pid, true) {
                 log::warn!("mount agent {pid} stays in the shim's cgroup: {e}");
             }
@@ -157,34 +156,12 @@ impl Drop for Agent {
         let Some(pidfd) = self.pidfd.take() else {
             return;
         };
-        let exited = |ms: u16| {
-            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
-        };
-        if !exited(1000) {
-            // SAFETY: pidfd_send_signal on our own pidfd with no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            exited(1000);
+        let second = PollTimeout::from(1000u16);
+        if !pidfd.exited_within(second) {
+            pidfd.kill();
+            pidfd.exited_within(second);
         }
     }
-}
-
-fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: fresh fd from pidfd_open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 fn single_cpu(cpu: i32) -> Option<CpuSet> {
@@ -591,20 +568,8 @@ pub const MOUNT_NAMESPACES: [&str; 4] = ["ns/pid", "ns/net", "ns/ipc", "ns/cgrou
 
 /// A copy of the thread's fd `fd`.
 fn steal_fd(tid: i32, fd: i32) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open with a pid and flags, no pointers.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
-    if pidfd < 0 {
-        return Err(Errno::ESRCH);
-    }
-    // SAFETY: fresh fd from pidfd_open.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    // SAFETY: pidfd_getfd copies the target's fd into our table; no pointers.
-    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if copy < 0 {
-        return Err(Errno::EBADF);
-    }
-    // SAFETY: fresh fd from pidfd_getfd.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+    let pidfd = PidFd::open_thread(tid).map_err(|_| Errno::ESRCH)?;
+    pidfd.get_fd(fd).map_err(|_| Errno::EBADF)
 }
 
 /// The `fd=N` option of a FUSE mount's data.
