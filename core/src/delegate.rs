@@ -100,15 +100,13 @@ fn unmanaged_hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
 /// empty `options`, else the v1 line whose controllers are all among the mount's options.
 fn own_cgroup(proc_cgroup: &str, options: &str) -> Option<PathBuf> {
     let opts: Vec<&str> = options.split(',').collect();
-    proc_cgroup.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+    eci_sys::cgroup::memberships(proc_cgroup).find_map(|m| {
         let matches = if options.is_empty() {
-            controllers.is_empty()
+            m.controllers.is_empty()
         } else {
-            !controllers.is_empty() && controllers.split(',').all(|c| opts.contains(&c))
+            !m.controllers.is_empty() && m.controllers.split(',').all(|c| opts.contains(&c))
         };
-        matches.then(|| PathBuf::from(path))
+        matches.then(|| PathBuf::from(m.path))
     })
 }
 

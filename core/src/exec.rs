@@ -243,11 +243,7 @@ pub fn exec(req: &ExecRequest, announce: &dyn Fn(i32)) -> Result<i32, ExecError>
 /// delegated container moves its init into cgroups of its own), in some hierarchy.
 fn in_cgroup(proc_cgroup: &str, cgroup_path: &Path) -> bool {
     let wanted = Path::new("/").join(cgroup_path);
-    proc_cgroup.lines().any(|l| {
-        l.splitn(3, ':')
-            .nth(2)
-            .is_some_and(|p| Path::new(p).starts_with(&wanted))
-    })
+    eci_sys::cgroup::memberships(proc_cgroup).any(|m| Path::new(m.path).starts_with(&wanted))
 }
 
 /// The report holds the new pid, then (only if execve failed) the error. Both children write
