@@ -279,6 +279,8 @@ pub fn mount(
         d.push(0);
         d
     });
+    // Every MS_* flag fits an unsigned long; more bits are no flags mount(2) knows.
+    let flags = libc::c_ulong::try_from(flags).map_err(|_| Errno::EINVAL)?;
     let ptr = |c: Option<&CStr>| c.map_or(std::ptr::null(), CStr::as_ptr);
     // SAFETY: every pointer is NUL-terminated and outlives the call, or null where mount(2)
     // allows it; the kernel only reads them.
@@ -287,7 +289,7 @@ pub fn mount(
             ptr(source),
             target.as_ptr(),
             ptr(fstype),
-            flags as libc::c_ulong,
+            flags,
             data.as_ref()
                 .map_or(std::ptr::null(), |d| d.as_ptr().cast::<libc::c_void>()),
         )
