@@ -26,7 +26,7 @@ pub fn container_dirs(cgroups_path: &Path) -> Vec<PathBuf> {
     if relative.as_os_str().is_empty() {
         return Vec::new();
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mountinfo = eci_sys::mountinfo::read_own().unwrap_or_default();
     hierarchy_mounts(&mountinfo)
         .into_iter()
         .map(|mount| mount.join(relative))
@@ -37,9 +37,9 @@ pub fn container_dirs(cgroups_path: &Path) -> Vec<PathBuf> {
 /// Mount points of whole cgroup hierarchies (cgroup or cgroup2 mounts whose root is the
 /// hierarchy's root) in a mountinfo text, each once.
 fn hierarchy_mounts(mountinfo: &str) -> Vec<PathBuf> {
-    let mut mounts: Vec<PathBuf> = crate::mountinfo::entries(mountinfo)
+    let mut mounts: Vec<PathBuf> = eci_sys::mountinfo::entries(mountinfo)
         .filter(|e| (e.fstype == "cgroup" || e.fstype == "cgroup2") && e.root == "/")
-        .map(|e| PathBuf::from(e.mount_point.replace("\\040", " ")))
+        .map(|e| eci_sys::mountinfo::unescape(e.mount_point))
         .collect();
     mounts.sort();
     mounts.dedup();
@@ -69,7 +69,7 @@ const MANAGED_V1: &[&str] = &[
 /// parent's cgroup, and its cgroup namespace is rooted at the host's: a `cgroup2` or
 /// `name=systemd` mount inside would show the whole host tree. On a pure v2 host: none.
 fn unmanaged_hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
-    let whole: Vec<_> = crate::mountinfo::entries(mountinfo)
+    let whole: Vec<_> = eci_sys::mountinfo::entries(mountinfo)
         .filter(|e| (e.fstype == "cgroup" || e.fstype == "cgroup2") && e.root == "/")
         .collect();
     if !whole.iter().any(|e| e.fstype == "cgroup") {
@@ -82,7 +82,7 @@ fn unmanaged_hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
         })
         .map(|e| {
             (
-                crate::mountinfo::unescape(e.mount_point),
+                eci_sys::mountinfo::unescape(e.mount_point),
                 if e.fstype == "cgroup2" {
                     String::new()
                 } else {
@@ -100,15 +100,13 @@ fn unmanaged_hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
 /// empty `options`, else the v1 line whose controllers are all among the mount's options.
 fn own_cgroup(proc_cgroup: &str, options: &str) -> Option<PathBuf> {
     let opts: Vec<&str> = options.split(',').collect();
-    proc_cgroup.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+    eci_sys::cgroup::memberships(proc_cgroup).find_map(|m| {
         let matches = if options.is_empty() {
-            controllers.is_empty()
+            m.controllers.is_empty()
         } else {
-            !controllers.is_empty() && controllers.split(',').all(|c| opts.contains(&c))
+            !m.controllers.is_empty() && m.controllers.split(',').all(|c| opts.contains(&c))
         };
-        matches.then(|| PathBuf::from(path))
+        matches.then(|| PathBuf::from(m.path))
     })
 }
 
@@ -138,7 +136,7 @@ impl Placement {
         let Some(relative) = relative_cgroup(cgroups_path) else {
             return Ok(());
         };
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let mountinfo = eci_sys::mountinfo::read_own()?;
         let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")?;
         let pid = std::process::id().to_string();
         for (mount, options) in unmanaged_hierarchies(&mountinfo) {
@@ -189,7 +187,7 @@ pub fn place_exec(pid: i32, cgroups_path: &Path, init: i32) -> io::Result<()> {
     let Some(relative) = relative_cgroup(cgroups_path) else {
         return Ok(());
     };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mountinfo = eci_sys::mountinfo::read_own()?;
     let pid = pid.to_string();
     for (mount, options) in unmanaged_hierarchies(&mountinfo) {
         let dir = mount.join(relative);

@@ -10,6 +10,7 @@ use crate::create::{error_chain, Stdio};
 use crate::error::ExecError;
 use crate::layout::Layout;
 use eci_sys::channel::Channel;
+use eci_sys::pidfd::PidFd;
 use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::{Process, Spec};
@@ -136,10 +137,11 @@ pub fn exec(req: &ExecRequest, announce: &dyn Fn(i32)) -> Result<i32, ExecError>
     // The init's pid names the init only while the init is not reaped: held from before its
     // namespaces are opened until after, and then checked alive and in the container's cgroup,
     // no other process that got the pid meanwhile (another container's) is joined.
-    let init_fd = pidfd_open(init.as_raw()).map_err(|e| {
+    let init_fd = PidFd::open(init.as_raw()).map_err(|e| {
         other(format!(
-            "container {} is gone (its init {init}: {e})",
-            req.id
+            "container {} is gone (its init {init}: {})",
+            req.id,
+            std::io::Error::from(e)
         ))
     })?;
     let mut namespaces: Vec<(File, CloneFlags)> = Vec::new();
@@ -156,7 +158,7 @@ pub fn exec(req: &ExecRequest, announce: &dyn Fn(i32)) -> Result<i32, ExecError>
     }
     let in_container = fs::read_to_string(format!("/proc/{init}/cgroup"))
         .is_ok_and(|text| in_cgroup(&text, &cgroup_path));
-    if !in_container || !alive(&init_fd) {
+    if !in_container || !init_fd.is_alive() {
         return Err(other(format!(
             "container {} is gone (its init {init} exited, or its pid names another process \
              outside the container's cgroup {})",
@@ -248,39 +250,11 @@ pub fn exec(req: &ExecRequest, announce: &dyn Fn(i32)) -> Result<i32, ExecError>
     }
 }
 
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes no pointers; a pidfd is always close-on-exec.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd we own.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
-}
-
-/// Whether the pidfd's process is not reaped yet (a zombie still holds its pid).
-fn alive(pidfd: &OwnedFd) -> bool {
-    // SAFETY: signal 0 only checks; no siginfo pointer.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            0,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        ) == 0
-    }
-}
-
 /// Whether a /proc/PID/cgroup text places the process in `cgroup_path` or beneath it (a
 /// delegated container moves its init into cgroups of its own), in some hierarchy.
 fn in_cgroup(proc_cgroup: &str, cgroup_path: &Path) -> bool {
     let wanted = Path::new("/").join(cgroup_path);
-    proc_cgroup.lines().any(|l| {
-        l.splitn(3, ':')
-            .nth(2)
-            .is_some_and(|p| Path::new(p).starts_with(&wanted))
-    })
+    eci_sys::cgroup::memberships(proc_cgroup).any(|m| Path::new(m.path).starts_with(&wanted))
 }
 
 /// Every report until both children's ends are closed: the first child's `Started`, then

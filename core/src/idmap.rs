@@ -3,31 +3,17 @@
 //! the container, whose IDs are a block of host IDs, sees and writes them as its own.
 
 use eci_policy::IdBlock;
+use eci_sys::mount::{
+    clone_tree, move_mount, set_attr, MountAttr, MOUNT_ATTR_IDMAP, MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+};
 use nix::sched::CloneFlags;
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
-
-const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
-const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
-const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
-const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-
-/// The kernel's `struct mount_attr` (linux/mount.h); not exported by the libc crate.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 /// A user namespace that maps 0..65535 to a container's block, held open for idmapping.
 pub struct IdmapUserNs {
@@ -83,14 +69,6 @@ impl IdmapUserNs {
 
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
-    }
-}
-
-pub(crate) fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
     }
 }
 
@@ -150,7 +128,7 @@ pub fn idmapped_clone(
     userns: &IdmapUserNs,
     flags: LockedFlags,
 ) -> io::Result<OwnedFd> {
-    clone_mapped(source, userns, flags, AT_RECURSIVE)
+    clone_mapped(source, userns, flags, true)
 }
 
 /// Like [`idmapped_clone`], but only the mount `source` is on, without the mounts beneath it:
@@ -161,66 +139,30 @@ pub fn idmapped_clone_single(
     userns: &IdmapUserNs,
     flags: LockedFlags,
 ) -> io::Result<OwnedFd> {
-    clone_mapped(source, userns, flags, 0)
+    clone_mapped(source, userns, flags, false)
 }
 
 fn clone_mapped(
     source: &OwnedFd,
     userns: &IdmapUserNs,
     flags: LockedFlags,
-    recursive: libc::c_uint,
+    recursive: bool,
 ) -> io::Result<OwnedFd> {
-    let empty = c"";
-    // SAFETY: open_tree with a valid dirfd and a NUL-terminated empty path.
-    let fd = cvt(unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            source.as_raw_fd(),
-            empty.as_ptr(),
-            OPEN_TREE_CLONE
-                | libc::O_CLOEXEC as libc::c_uint
-                | libc::AT_EMPTY_PATH as libc::c_uint
-                | recursive,
-        )
-    })?;
-    // SAFETY: the kernel just returned this fd to us.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let tree = clone_tree(source.as_fd(), recursive)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP | flags.attr(),
-        attr_clr: 0,
-        propagation: 0,
         userns_fd: u64::try_from(userns.as_raw_fd())
             .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        ..MountAttr::default()
     };
-    // SAFETY: mount_setattr on a detached tree we own, with a correctly sized struct.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | recursive,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    })?;
+    set_attr(tree.as_fd(), recursive, &attr)?;
     if flags.read_only && !flags.recursive_read_only {
+        // The tree's top mount only.
         let top = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
+            ..MountAttr::default()
         };
-        // SAFETY: as above, on the tree's top mount only.
-        cvt(unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_EMPTY_PATH as libc::c_uint,
-                &top as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        })?;
+        set_attr(tree.as_fd(), false, &top)?;
     }
     Ok(tree)
 }
@@ -228,17 +170,5 @@ fn clone_mapped(
 /// Attach a detached mount at `target`.
 pub fn attach(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     let target = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())?;
-    let empty = c"";
-    // SAFETY: move_mount of a detached tree fd to a NUL-terminated absolute target path.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    })?;
-    Ok(())
+    Ok(move_mount(tree.as_fd(), None, &target, 0)?)
 }

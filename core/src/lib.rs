@@ -13,7 +13,6 @@ pub mod hygiene;
 pub(crate) mod idmap;
 pub mod layout;
 pub(crate) mod lease;
-pub(crate) mod mountinfo;
 pub mod ops;
 pub(crate) mod resolve;
 pub(crate) mod rootfs;

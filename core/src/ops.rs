@@ -8,9 +8,8 @@ use crate::lease::{in_user_ns, LeaseDir};
 use crate::rootfs::unmount_all;
 use libcgroups::common::{
     create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt,
-    FreezerState, DEFAULT_CGROUP_ROOT,
+    FreezerState,
 };
-use libcgroups::v1::{util::get_subsystem_mount_point, ControllerType};
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::oci_spec::runtime::LinuxResources;
 use nix::mount::{umount2, MntFlags};
@@ -43,15 +42,6 @@ fn lc(e: impl std::error::Error) -> OpError {
 }
 
 /// A cgroup "flat keyed" file: one `key value` pair a line; lines that are not are skipped.
-fn parse_flat_keyed(text: &str) -> HashMap<String, u64> {
-    text.lines()
-        .filter_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            Some((key.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// How long delete waits for the container's killed processes to leave its user namespace.
 const KILLED_EXIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -150,14 +140,18 @@ impl Handle<'_> {
         if cgroup_path.as_os_str().is_empty() {
             return Ok(HashMap::new());
         }
-        let relative = cgroup_path.strip_prefix("/").unwrap_or(&cgroup_path);
-        let file = match get_subsystem_mount_point(&ControllerType::Memory) {
-            Ok(mount) => mount.join(relative).join("memory.oom_control"),
-            Err(_) => Path::new(DEFAULT_CGROUP_ROOT)
-                .join(relative)
-                .join("memory.events"),
-        };
-        Ok(parse_flat_keyed(&std::fs::read_to_string(file)?))
+        eci_sys::cgroup::Cgroup::new(&cgroup_path)
+            .memory_events()
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "no memory.oom_control or memory.events for cgroup {}",
+                        cgroup_path.display()
+                    ),
+                )
+                .into()
+            })
     }
 
     /// Apply new resources to the container's cgroup.
@@ -298,20 +292,5 @@ fn wait_until_left(pids: &[i32], inode: u64, limit: std::time::Duration) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_flat_keyed;
-
-    #[test]
-    fn oom_counters_are_read_from_both_hierarchies_files() {
-        let v1 = parse_flat_keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
-        assert_eq!(v1.get("oom_kill"), Some(&3));
-        assert_eq!(v1.get("under_oom"), Some(&0));
-        let v2 = parse_flat_keyed("low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\noom_group_kill 0\n");
-        assert_eq!((v2["max"], v2["oom"], v2["oom_kill"]), (7, 2, 1));
-        assert!(parse_flat_keyed("garbage\nkey notanumber\n").is_empty());
     }
 }

@@ -24,15 +24,15 @@ pub struct Mounts {
 
 impl Mounts {
     pub fn read() -> Mounts {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let text = eci_sys::mountinfo::read_own().unwrap_or_default();
         Mounts {
-            entries: crate::mountinfo::entries(&text)
+            entries: eci_sys::mountinfo::entries(&text)
                 .map(|e| {
                     (
                         e.id,
                         e.device.to_string(),
-                        crate::mountinfo::unescape(e.root),
-                        crate::mountinfo::unescape(e.mount_point),
+                        eci_sys::mountinfo::unescape(e.root),
+                        eci_sys::mountinfo::unescape(e.mount_point),
                         e.fstype.to_string(),
                     )
                 })

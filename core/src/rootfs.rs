@@ -4,17 +4,19 @@
 //! chowned, and the writable layer stores container-relative IDs (0..65535), so a container
 //! owns its files whatever block it runs with next, and `docker commit` sees what it wrote.
 
-use crate::idmap::{attach, cvt, idmapped_clone, idmapped_clone_single, IdmapUserNs, LockedFlags};
+use crate::idmap::{attach, idmapped_clone, idmapped_clone_single, IdmapUserNs, LockedFlags};
 use crate::resolve::open_path;
 use eci_policy::IdBlock;
+use eci_sys::cvt::cvt;
+use eci_sys::mount::openat2;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -179,7 +181,7 @@ fn own_upper_relative(upper: &OwnedFd, block: IdBlock) -> io::Result<()> {
     }
     // SAFETY: fchownat on our own O_PATH fd with an empty path (AT_EMPTY_PATH); -1 (u32::MAX)
     // leaves an ID unchanged.
-    cvt(libc::c_long::from(unsafe {
+    cvt(unsafe {
         libc::fchownat(
             upper.as_raw_fd(),
             c"".as_ptr(),
@@ -187,8 +189,8 @@ fn own_upper_relative(upper: &OwnedFd, block: IdBlock) -> io::Result<()> {
             gid.unwrap_or(u32::MAX),
             libc::AT_EMPTY_PATH,
         )
-    }))
-    .map(drop)
+    })?;
+    Ok(())
 }
 
 /// An overlay mount's options, split into the directories ECI ID-maps and the rest.
@@ -261,134 +263,67 @@ fn split_common_parent(upper: &Path, work: &Path) -> Option<(PathBuf, PathBuf, P
     Some((common, upper_rel, work_rel))
 }
 
-const RESOLVE_NO_XDEV: u64 = 0x01;
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_BENEATH: u64 = 0x08;
-
-/// The kernel's `struct open_how` (linux/openat2.h).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// Open a directory inside a detached mount, never leaving it.
 fn open_beneath(tree: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
     let rel = CString::new(rel.as_os_str().as_encoded_bytes())?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and a correctly sized struct.
-    let fd = cvt(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            tree.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    })?;
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    Ok(openat2(
+        tree.as_fd(),
+        &rel,
+        libc::O_PATH | libc::O_DIRECTORY,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_XDEV | libc::RESOLVE_NO_MAGICLINKS,
+    )?)
 }
 
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_SET_FD: libc::c_uint = 5;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-
 /// An overlay superblock being configured (`fsopen`): layers are handed over as fds of
-/// detached ID-mapped mounts, so nothing is staged on a path.
+/// detached ID-mapped mounts, so nothing is staged on a path. Its errors carry what the
+/// kernel logged on the context.
 struct FsContext {
-    fd: OwnedFd,
+    context: eci_sys::mount::FsContext,
 }
 
 impl FsContext {
     fn overlay() -> io::Result<Self> {
-        // SAFETY: fsopen with a NUL-terminated file system name.
-        let fd =
-            cvt(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
         Ok(FsContext {
-            // SAFETY: the kernel just returned this fd to us.
-            fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+            context: eci_sys::mount::FsContext::open(c"overlay")?,
         })
-    }
-
-    fn config(
-        &self,
-        cmd: libc::c_uint,
-        key: Option<&str>,
-        value: Option<&CStr>,
-        aux: libc::c_int,
-    ) -> io::Result<()> {
-        let key = key.map(CString::new).transpose()?;
-        // SAFETY: fsconfig on our context fd; key and value are NUL-terminated or null.
-        cvt(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                self.fd.as_raw_fd(),
-                cmd,
-                key.as_ref().map_or(std::ptr::null(), |k| k.as_ptr()),
-                value.map_or(std::ptr::null(), CStr::as_ptr),
-                aux,
-            )
-        })
-        .map(drop)
     }
 
     fn set_fd(&self, key: &str, fd: &OwnedFd, path: &Path) -> Result<(), RootfsError> {
-        self.config(FSCONFIG_SET_FD, Some(key), None, fd.as_raw_fd())
+        CString::new(key)
+            .map_err(io::Error::from)
+            .and_then(|k| Ok(self.context.set_fd(&k, fd.as_fd())?))
             .map_err(|source| self.failed(format!("{key} {}", path.display()), source))
     }
 
     /// A mount option as containerd writes it: `key=value` or a flag.
     fn set_option(&self, opt: &str) -> Result<(), RootfsError> {
-        let result = match opt.split_once('=') {
-            Some((key, value)) => CString::new(value)
-                .map_err(io::Error::from)
-                .and_then(|v| self.config(FSCONFIG_SET_STRING, Some(key), Some(&v), 0)),
-            None => self.config(FSCONFIG_SET_FLAG, Some(opt), None, 0),
+        let set = || -> io::Result<()> {
+            match opt.split_once('=') {
+                Some((key, value)) => {
+                    let (key, value) = (CString::new(key)?, CString::new(value)?);
+                    Ok(self.context.set_string(&key, &value)?)
+                }
+                None => Ok(self.context.set_flag(&CString::new(opt)?)?),
+            }
         };
-        result.map_err(|source| self.failed(format!("option {opt}"), source))
+        set().map_err(|source| self.failed(format!("option {opt}"), source))
     }
 
     fn create(&self) -> Result<(), RootfsError> {
-        self.config(FSCONFIG_CMD_CREATE, None, None, 0)
-            .map_err(|source| self.failed("create".into(), source))
+        self.context
+            .create()
+            .map_err(|source| self.failed("create".into(), source.into()))
     }
 
     fn mount(self) -> io::Result<OwnedFd> {
-        // SAFETY: fsmount on a created context we own.
-        let fd = cvt(unsafe {
-            libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
-        })?;
-        // SAFETY: the kernel just returned this fd to us.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        Ok(self.context.mount(0)?)
     }
 
     /// The error with what the kernel logged on the context (overlay says why it refused).
     fn failed(&self, step: String, source: io::Error) -> RootfsError {
-        let mut log = Vec::new();
-        let mut buf = [0u8; 512];
-        // SAFETY: reading the context's message log into a buffer we own; each read returns
-        // one message, ENODATA when none are left.
-        loop {
-            // SAFETY: as above.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            let Ok(n) = usize::try_from(n) else { break };
-            if n == 0 {
-                break;
-            }
-            log.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
-        }
         RootfsError::Overlay {
             step,
-            log: log.join("; "),
+            log: self.context.messages().join("; "),
             source,
         }
     }
@@ -475,8 +410,8 @@ fn set_caps(caps: &[CapData; 2]) -> io::Result<()> {
             &mut header as *mut CapHeader,
             caps.as_ptr(),
         )
-    })
-    .map(drop)
+    })?;
+    Ok(())
 }
 
 impl Drop for CreatorCreds {
@@ -498,7 +433,7 @@ impl Drop for CreatorCreds {
 /// an upper dir with `index=off`, and only ECI's is used by the container).
 pub fn premounted_overlay(root: &Path) -> Result<Option<RootfsMount>, RootfsError> {
     let root = fs::canonicalize(root).map_err(io_err("resolve", root))?;
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+    let mountinfo = eci_sys::mountinfo::read_own()
         .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
     let Some(options) = overlay_options_at(&mountinfo, &root) else {
         return Ok(None);
@@ -575,7 +510,7 @@ pub fn idmapped_overlay_view(
         .lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+    let mountinfo = eci_sys::mountinfo::read_own()
         .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
     let unsupported = |why: &str| {
         RootfsError::Unsupported(format!(
@@ -583,10 +518,10 @@ pub fn idmapped_overlay_view(
             canonical.display()
         ))
     };
-    let entry = crate::mountinfo::entries(&mountinfo)
+    let entry = eci_sys::mountinfo::entries(&mountinfo)
         .find(|e| Some(e.id) == mnt_id)
         .ok_or_else(|| unsupported("its mount is not in this mount namespace"))?;
-    let mount_point = crate::mountinfo::unescape(entry.mount_point);
+    let mount_point = eci_sys::mountinfo::unescape(entry.mount_point);
     // Only containerd's image volumes: any other overlay (an engine's container rootfs, one an
     // administrator mounted) has an upper layer whose files this view would leave out, so it
     // stays refused as a file system the kernel cannot ID-map.
@@ -596,7 +531,7 @@ pub fn idmapped_overlay_view(
     let in_mount = canonical
         .strip_prefix(&mount_point)
         .map_err(|_| unsupported("not beneath its mount point"))?;
-    let in_fs = crate::mountinfo::unescape(entry.root)
+    let in_fs = eci_sys::mountinfo::unescape(entry.root)
         .join(in_mount)
         .strip_prefix("/")
         .map(Path::to_path_buf)
@@ -639,7 +574,7 @@ fn is_image_volume_mount(mount_point: &Path) -> bool {
 /// The super options of the overlay mounted last at `root`, from mountinfo text.
 fn overlay_options_at<'a>(mountinfo: &'a str, root: &Path) -> Option<&'a str> {
     let root = root.to_str()?;
-    crate::mountinfo::entries(mountinfo)
+    eci_sys::mountinfo::entries(mountinfo)
         .rev()
         .find(|e| e.mount_point == root && e.fstype == "overlay")
         .map(|e| e.super_options)
@@ -708,25 +643,12 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 /// `path` resolved inside `root` as the container will (symlinks and `..` stay in it).
 fn open_in_root(root: &OwnedFd, path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    // SAFETY: open_how is plain data.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 with our NUL-terminated path and open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fd from openat2.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    Ok(openat2(
+        root.as_fd(),
+        &c,
+        libc::O_PATH,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )?)
 }
 
 /// Make `dest` (and missing parents) inside `root`, owned by `owner`; what exists is left.

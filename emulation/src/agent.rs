@@ -6,10 +6,11 @@
 
 use crate::mountops::{
     own_fd_link, own_proc_path, Answer, MountKey, Op, Protected, ToAgent, KEPT_FLAGS,
-    MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
 };
 use crate::newmount::{Joined, NewMount};
 use eci_sys::channel::Channel;
+use eci_sys::mountinfo;
+use eci_sys::statx::{is_mount_root, mount_id};
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
 use nix::sched::{setns, CloneFlags};
@@ -17,9 +18,10 @@ use nix::sys::stat::{fstat, Mode};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const AT_RECURSIVE: u32 = 0x8000;
+use eci_sys::mount::{
+    move_mount, set_attr, MountAttr, AT_RECURSIVE, MOUNT_ATTR_IDMAP, MOUNT_ATTR_RDONLY,
+    MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
+};
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 const SYSFS_MAGIC: i64 = 0x6265_6572;
 
@@ -136,39 +138,6 @@ fn serve(channel: &Channel, host_proc: &OwnedFd, protected: &Protected) {
     }
 }
 
-fn statx_mount(fd: &OwnedFd) -> Result<libc::statx, Errno> {
-    // SAFETY: statx is plain data; the kernel fills it.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: statx on our fd with an empty path, writing into the struct we own.
-    let r = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    if r < 0 {
-        return Err(Errno::last());
-    }
-    Ok(stx)
-}
-
-/// The mount ID of the mount `fd` is on.
-pub(crate) fn mount_id(fd: &OwnedFd) -> Result<u64, Errno> {
-    Ok(statx_mount(fd)?.stx_mnt_id)
-}
-
-/// Whether `fd` is the root of its mount.
-pub(crate) fn is_mount_root(fd: &OwnedFd) -> Result<bool, Errno> {
-    let stx = statx_mount(fd)?;
-    Ok(
-        stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
-            && stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0,
-    )
-}
-
 /// The agent's mountinfo (the namespace it acts in), through the host's /proc.
 fn read_mountinfo(host_proc: &OwnedFd) -> Result<String, Errno> {
     let fd = openat(
@@ -194,12 +163,7 @@ fn dup_cloexec(fd: RawFd) -> Result<OwnedFd, Errno> {
 /// The parent of mount `id` in the agent's mount namespace, from its mountinfo.
 fn parent_mount(host_proc: &OwnedFd, id: u64) -> Result<Option<u64>, Errno> {
     let text = read_mountinfo(host_proc)?;
-    Ok(text.lines().find_map(|line| {
-        let mut fields = line.split(' ');
-        let this: u64 = fields.next()?.parse().ok()?;
-        let parent: u64 = fields.next()?.parse().ok()?;
-        (this == id).then_some(parent)
-    }))
+    Ok(mountinfo::find(&text, id).map(|e| e.parent))
 }
 
 /// Whether `target` is the container's root file system left beside a root the caller made
@@ -245,20 +209,11 @@ fn makes_writable(fd: &OwnedFd, host_proc: &OwnedFd, protected: &Protected) -> R
 /// caller's namespace); one it does not list (detached) counts as such.
 fn over_proc_or_sys(host_proc: &OwnedFd, id: u64) -> Result<bool, Errno> {
     let text = read_mountinfo(host_proc)?;
-    let entry = |want: u64| {
-        text.lines().find_map(|line| {
-            let mut fields = line.split(' ');
-            let this: u64 = fields.next()?.parse().ok()?;
-            let parent: u64 = fields.next()?.parse().ok()?;
-            let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
-            (this == want).then_some((parent, fstype))
-        })
-    };
-    let Some((parent, _)) = entry(id) else {
+    let Some(entry) = mountinfo::find(&text, id) else {
         return Ok(true);
     };
-    Ok(match entry(parent) {
-        Some((_, fstype)) => fstype == "proc" || fstype == "sysfs",
+    Ok(match mountinfo::find(&text, entry.parent) {
+        Some(parent) => parent.fstype == "proc" || parent.fstype == "sysfs",
         None => true,
     })
 }
@@ -267,14 +222,10 @@ fn over_proc_or_sys(host_proc: &OwnedFd, id: u64) -> Result<bool, Errno> {
 /// mountinfo (the caller's namespace).
 fn mount_source(host_proc: &OwnedFd, id: u64) -> Result<Option<(u64, String)>, Errno> {
     let text = read_mountinfo(host_proc)?;
-    Ok(text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.first()?.parse::<u64>().ok()? != id {
-            return None;
-        }
+    Ok(mountinfo::find(&text, id).and_then(|e| {
         Some((
-            crate::mountops::parse_dev(fields.get(2)?)?,
-            crate::mountops::unescape(fields.get(3)?),
+            e.dev()?,
+            mountinfo::unescape(e.root).to_string_lossy().into_owned(),
         ))
     }))
 }
@@ -345,14 +296,6 @@ fn resolve_for(
 fn fd_path(host_proc: &OwnedFd, fd: &OwnedFd) -> Result<CString, Errno> {
     nix::unistd::fchdir(host_proc.as_raw_fd())?;
     CString::new(format!("self/fd/{}", fd.as_raw_fd())).map_err(|_| Errno::EINVAL)
-}
-
-fn cvt(ret: libc::c_long) -> Result<(), Errno> {
-    if ret < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
 }
 
 /// fds: [mount namespace, root, cwd, optional dirfds…] of the trapped process; for a new
@@ -509,18 +452,13 @@ fn perform(
             {
                 return Err(Errno::EPERM);
             }
-            let attr = [*attr_set, *attr_clr, *propagation, 0u64];
-            // SAFETY: mount_setattr on our own fd with a correctly sized mount_attr copy.
-            cvt(unsafe {
-                libc::syscall(
-                    libc::SYS_mount_setattr,
-                    fd.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_EMPTY_PATH as u32 | (at_flags & AT_RECURSIVE),
-                    attr.as_ptr(),
-                    std::mem::size_of_val(&attr),
-                )
-            })
+            let attr = MountAttr {
+                attr_set: *attr_set,
+                attr_clr: *attr_clr,
+                propagation: *propagation,
+                userns_fd: 0,
+            };
+            set_attr(fd.as_fd(), at_flags & AT_RECURSIVE != 0, &attr)
         }
         Op::MoveMount {
             from_dirfd,
@@ -563,17 +501,7 @@ fn perform(
                 flags & MOVE_MOUNT_T_EMPTY_PATH != 0,
                 flags & MOVE_MOUNT_T_SYMLINKS != 0,
             )?;
-            // SAFETY: move_mount between two fds we own, with empty paths.
-            cvt(unsafe {
-                libc::syscall(
-                    libc::SYS_move_mount,
-                    from.as_raw_fd(),
-                    c"".as_ptr(),
-                    to.as_raw_fd(),
-                    c"".as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-                )
-            })
+            move_mount(from.as_fd(), Some(to.as_fd()), c"", MOVE_MOUNT_T_EMPTY_PATH)
         }
 
         Op::Bind {

@@ -1,12 +1,12 @@
 //! The container's limits, read from its cgroup (v1 or v2) each time a view is rendered.
 
+use eci_sys::cgroup::{field as stat_field, Cgroup};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
 pub struct CgroupView {
-    /// The container's cgroupsPath, e.g. `/default/c1`.
-    path: PathBuf,
-    root: PathBuf,
+    /// The container's cgroup (its cgroupsPath, e.g. `/default/c1`, in every hierarchy).
+    cgroup: Cgroup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,12 +45,6 @@ impl MemoryDetail {
     }
 }
 
-fn read(p: PathBuf) -> Option<String> {
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
 /// Count the CPUs in a cpuset list like `0-3,8`.
 pub fn count_cpuset(list: &str) -> u32 {
     list.split(',')
@@ -71,21 +65,16 @@ pub fn count_cpuset(list: &str) -> u32 {
 impl CgroupView {
     pub fn new(cgroups_path: &Path) -> Self {
         CgroupView {
-            path: cgroups_path
-                .strip_prefix("/")
-                .unwrap_or(cgroups_path)
-                .to_path_buf(),
-            root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup: Cgroup::new(cgroups_path),
         }
     }
 
     fn v1(&self, controller: &str, file: &str) -> Option<String> {
-        read(self.root.join(controller).join(&self.path).join(file))
+        self.cgroup.v1(controller, file)
     }
 
     fn v2(&self, file: &str) -> Option<String> {
-        read(self.root.join(&self.path).join(file))
-            .or_else(|| read(self.root.join("unified").join(&self.path).join(file)))
+        self.cgroup.v2(file)
     }
 
     /// Account work done for the container — the supervisor thread, the mount agent — to the
@@ -99,7 +88,7 @@ impl CgroupView {
         // same hierarchy where both are mounted together).
         let v1: Vec<PathBuf> = ["cpu", "cpuacct"]
             .iter()
-            .map(|c| self.root.join(c).join(&self.path))
+            .map(|c| self.cgroup.v1_dir(c))
             .filter(|d| d.is_dir())
             .collect();
         if !v1.is_empty() {
@@ -116,10 +105,7 @@ impl CgroupView {
         if !whole_process {
             return Ok(false);
         }
-        for dir in [
-            self.root.join(&self.path),
-            self.root.join("unified").join(&self.path),
-        ] {
+        for dir in self.cgroup.v2_dirs() {
             if dir.join("cgroup.procs").is_file() {
                 std::fs::write(dir.join("cgroup.procs"), tid.to_string())?;
                 return Ok(true);
@@ -130,7 +116,7 @@ impl CgroupView {
 
     /// The container's cgroupsPath, relative to each hierarchy's root.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.cgroup.path()
     }
 
     /// Give thread `tid`, charged with [`CgroupView::charge`], back to this process's own CPU
@@ -139,18 +125,15 @@ impl CgroupView {
     pub fn uncharge(&self, tid: i32) -> std::io::Result<()> {
         let own = std::fs::read_to_string("/proc/self/cgroup")?;
         for controller in ["cpu", "cpuacct"] {
-            let Some(path) = own.lines().find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-                controllers
-                    .split(',')
-                    .any(|c| c == controller)
-                    .then_some(path)
-            }) else {
+            let Some(path) = eci_sys::cgroup::memberships(&own)
+                .find(|m| m.has_controller(controller))
+                .map(|m| m.path)
+            else {
                 continue;
             };
             let dir = self
-                .root
+                .cgroup
+                .root()
                 .join(controller)
                 .join(path.trim_start_matches('/'));
             std::fs::write(dir.join("tasks"), tid.to_string())?;
@@ -212,30 +195,15 @@ fn quota_cpus(quota: &str, period: &str) -> Option<u32> {
     Some(u32::try_from(((q + p - 1) / p).max(1)).unwrap_or(u32::MAX))
 }
 
-fn stat_field(stat: Option<&str>, key: &str) -> u64 {
-    stat.into_iter()
-        .flat_map(str::lines)
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 impl CgroupView {
     /// How many times the kernel's OOM killer has killed in the container's cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let events = self
-            .v1("memory", "memory.oom_control")
-            .or_else(|| self.v2("memory.events"))
-            .unwrap_or_default();
-        stat_field(Some(&events), "oom_kill")
+        self.cgroup.oom_kills()
     }
 
     /// Number of processes in the container's cgroup.
     pub fn tasks(&self) -> usize {
-        let procs = self
-            .v1("pids", "cgroup.procs")
-            .or_else(|| self.v2("cgroup.procs"))
-            .unwrap_or_default();
-        procs.lines().count()
+        self.cgroup.procs()
     }
 }
 

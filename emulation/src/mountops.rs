@@ -15,12 +15,6 @@ pub const MS_NODEV: u64 = 4;
 pub const MS_NOEXEC: u64 = 8;
 pub const KEPT_FLAGS: u64 = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
-/// move_mount(2) flags (linux/mount.h), which the libc crate does not define.
-pub const MOVE_MOUNT_F_SYMLINKS: u32 = 0x1;
-pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
-pub const MOVE_MOUNT_T_SYMLINKS: u32 = 0x10;
-pub const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
-
 /// File systems that take nothing from their mounter's pid, net, ipc or cgroup namespace (only
 /// its user namespace, which the agent is in): for these the agent is not handed those
 /// namespaces, saving the supervisor four opens and the agent four checks per mount. Decided
@@ -208,35 +202,6 @@ pub fn own_fd_link(path: &str) -> Option<i32> {
     n.parse().ok()
 }
 
-/// A mountinfo `major:minor` field as a device number.
-pub fn parse_dev(field: &str) -> Option<u64> {
-    let (major, minor) = field.split_once(':')?;
-    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
-}
-
-/// A mountinfo path field with its octal escapes (`\040` for a space…) undone.
-pub fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push(d.iter().fold(0u8, |v, b| v.wrapping_mul(8) + (b - b'0')));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// `uid=N`/`gid=N` options whose N is unmapped in the user namespace of `uid_map`/`gid_map`
 /// (their text, as /proc/self/uid_map shows them there) but is the host ID of one of its IDs,
 /// turned into that ID; everything else kept as is.
@@ -337,15 +302,6 @@ mod tests {
             "uid=1000,gid=99999"
         );
         assert_eq!(owner_ids_inside("", map, map), "");
-    }
-
-    #[test]
-    fn mountinfo_fields_are_decoded() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
-        assert_eq!(unescape("/x\\04"), "/x\\04");
-        assert_eq!(parse_dev("0:53"), Some(libc::makedev(0, 53)));
-        assert_eq!(parse_dev("x"), None);
     }
 
     #[test]

@@ -3,20 +3,14 @@
 //! is built detached, gets the container's emulated files bound inside, and only then appears
 //! at its target: no process ever sees it without them.
 
-use crate::mountops::{
-    MountKey, Protected, MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
+use crate::mountops::{MountKey, Protected};
+use eci_sys::mount::{
+    attributes, clone_tree, move_mount, FsContext, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
 };
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
 
 /// The namespaces of the agent's last request besides the mount namespace, so that a burst of
 /// mounts from one process enters each once.
@@ -69,14 +63,6 @@ fn join(
 
 fn cstring(s: &str) -> Result<CString, Errno> {
     CString::new(s).map_err(|_| Errno::EINVAL)
-}
-
-fn cvt(ret: libc::c_long) -> Result<libc::c_long, Errno> {
-    if ret < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(ret)
-    }
 }
 
 /// Mount `m` for the process whose root and cwd the agent has taken. `host_proc` is the
@@ -146,22 +132,13 @@ fn legacy(m: &NewMount) -> Result<(), Errno> {
     ) {
         data = data.map(|d| renumber_fuse_fd(&d, fd, fuse));
     }
-    if let Some(d) = data.as_mut() {
-        d.push(0);
-    }
-    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is a NUL-terminated copy we own, or null where mount(2) allows it.
-    let r = unsafe {
-        libc::mount(
-            ptr(&source),
-            target.as_ptr(),
-            ptr(&fstype),
-            m.flags as libc::c_ulong,
-            data.as_ref()
-                .map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void),
-        )
-    };
-    cvt(libc::c_long::from(r)).map(drop)
+    eci_sys::mount::mount(
+        source.as_deref(),
+        &target,
+        fstype.as_deref(),
+        m.flags,
+        data.as_deref(),
+    )
 }
 
 /// Options of an overlay naming its layers (`lowerdir+`, `datadir+`: one layer each).
@@ -262,22 +239,6 @@ fn renumber_fuse_fd(data: &[u8], theirs: i32, ours: RawFd) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Mount flags of mount(2) as mount attributes of fsmount(2).
-fn attributes(flags: u64) -> libc::c_uint {
-    [
-        (libc::MS_RDONLY, 0x1),
-        (libc::MS_NOSUID, 0x2),
-        (libc::MS_NODEV, 0x4),
-        (libc::MS_NOEXEC, 0x8),
-        (libc::MS_NOATIME, 0x10),
-        (libc::MS_STRICTATIME, 0x20),
-        (libc::MS_NODIRATIME, 0x80),
-    ]
-    .iter()
-    .filter(|(ms, _)| flags & *ms != 0)
-    .fold(0, |attr, (_, a)| attr | a)
-}
-
 /// The emulated files under `prefix` as the process sees them now, cloned in its mount
 /// namespace (the kernel attaches a clone only in the namespace it came from), and those it
 /// cannot reach at all. What the process finds at an emulated file's place is one of three:
@@ -312,29 +273,14 @@ fn clone_emulated(protected: &Protected, prefix: &str) -> Result<(Vec<Clone>, Ve
             }
         };
         if crate::agent::key(&seen).ok() != Some(*key) {
-            let plain = !crate::agent::is_mount_root(&seen)?
+            let plain = !eci_sys::statx::is_mount_root(&seen)?
                 && nix::sys::statfs::fstatfs(&seen)?.filesystem_type().0 as i64 == magic;
             if plain {
                 continue;
             }
             return Err(Errno::EBUSY);
         }
-        // SAFETY: open_tree on our fd with an empty path; a new fd or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                seen.as_raw_fd(),
-                c"".as_ptr(),
-                OPEN_TREE_CLONE
-                    | libc::AT_EMPTY_PATH as libc::c_uint
-                    | libc::O_CLOEXEC as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(Errno::last());
-        }
-        // SAFETY: fresh fd from open_tree.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        let fd = clone_tree(seen.as_fd(), false)?;
         found.push((rel.to_string(), *key, fd));
     }
     Ok((found, unreachable))
@@ -375,90 +321,28 @@ fn emulated(
 }
 
 fn build_and_attach(m: &NewMount, clones: &[Clone], missing: &[String]) -> Result<(), Errno> {
-    let fstype = cstring(m.fstype.unwrap_or_default())?;
-    // SAFETY: fsopen with a NUL-terminated name; a new fd or -1.
-    let fs = cvt(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
-    // SAFETY: fresh fd from fsopen.
-    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    let fs = FsContext::open(&cstring(m.fstype.unwrap_or_default())?)?;
     if let Some(source) = m.source {
-        let (key, value) = (cstring("source")?, cstring(source)?);
-        // SAFETY: fsconfig with NUL-terminated key and value.
-        cvt(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                key.as_ptr(),
-                value.as_ptr(),
-                0,
-            )
-        })?;
+        fs.set_string(c"source", &cstring(source)?)?;
     }
     let data = m.data.unwrap_or_default();
     let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
     let options = String::from_utf8_lossy(&data[..end]).into_owned();
     for option in options.split(',').filter(|o| !o.is_empty()) {
-        let (key, value) = match option.split_once('=') {
-            Some((k, v)) => (cstring(k)?, Some(cstring(v)?)),
-            None => (cstring(option)?, None),
-        };
-        let (cmd, value) = match &value {
-            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
-            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
-        };
-        // SAFETY: fsconfig with NUL-terminated key and value (or null for a flag).
-        cvt(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                cmd,
-                key.as_ptr(),
-                value,
-                0,
-            )
-        })?;
+        match option.split_once('=') {
+            Some((k, v)) => fs.set_string(&cstring(k)?, &cstring(v)?)?,
+            None => fs.set_flag(&cstring(option)?)?,
+        }
     }
-    // SAFETY: fsconfig CREATE takes no pointers.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    })?;
-    // SAFETY: fsmount on our fs context fd; a new mount fd or -1.
-    let mnt = cvt(unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            attributes(m.flags),
-        )
-    })?;
-    // SAFETY: fresh fd from fsmount.
-    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
+    fs.create()?;
+    let mnt = fs.mount(attributes(m.flags))?;
     attach_emulated(&mnt, clones, missing)?;
     let target = cstring(m.target)?;
-    let (to_dirfd, to_path, to_flags) = match m.target_fd {
-        Some(fd) => (fd.as_raw_fd(), c"", MOVE_MOUNT_T_EMPTY_PATH),
-        None => (libc::AT_FDCWD, target.as_c_str(), MOVE_MOUNT_T_SYMLINKS),
-    };
-    // SAFETY: move_mount of our detached tree onto the target (a path from the process's
-    // cwd, or its own fd); both strings are NUL-terminated and ours.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mnt.as_raw_fd(),
-            c"".as_ptr(),
-            to_dirfd,
-            to_path.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | to_flags,
-        )
-    })
-    .map(drop)
+    // The process's own fd, or a path from its cwd.
+    match m.target_fd {
+        Some(fd) => move_mount(mnt.as_fd(), Some(fd.as_fd()), c"", MOVE_MOUNT_T_EMPTY_PATH),
+        None => move_mount(mnt.as_fd(), None, &target, MOVE_MOUNT_T_SYMLINKS),
+    }
 }
 
 /// Bind the clones inside `tree` (a detached procfs or sysfs); refuse if it has an emulated
@@ -466,18 +350,7 @@ fn build_and_attach(m: &NewMount, clones: &[Clone], missing: &[String]) -> Resul
 fn attach_emulated(tree: &OwnedFd, clones: &[Clone], unreachable: &[String]) -> Result<(), Errno> {
     for (rel, _, clone) in clones {
         let rel = cstring(rel)?;
-        // SAFETY: move_mount from our clone fd onto a path inside our detached tree.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                clone.as_raw_fd(),
-                c"".as_ptr(),
-                tree.as_raw_fd(),
-                rel.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        match cvt(r) {
+        match move_mount(clone.as_fd(), Some(tree.as_fd()), &rel, 0) {
             // A file this instance does not have (subset=pid) needs no covering.
             Ok(_) | Err(Errno::ENOENT) => {}
             Err(e) => return Err(e),
@@ -497,7 +370,6 @@ fn attach_emulated(tree: &OwnedFd, clones: &[Clone], unreachable: &[String]) -> 
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 const SYSFS_MAGIC: i64 = 0x6265_6572;
-const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
 
 /// A procfs or sysfs the process made with fsopen/fsmount, about to be attached by
 /// move_mount: give it the emulated files first (a no-op for one that has them).
@@ -508,19 +380,7 @@ pub fn cover(tree: &OwnedFd, protected: &mut Protected) -> Result<(), Errno> {
         SYSFS_MAGIC => "/sys/",
         _ => return Ok(()),
     };
-    // SAFETY: statx is plain data; the kernel fills it.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: statx on our fd with an empty path, into the struct we own.
-    let r = unsafe {
-        libc::statx(
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            0,
-            &mut stx,
-        )
-    };
-    if r < 0 || stx.stx_attributes & STATX_ATTR_MOUNT_ROOT == 0 {
+    if !eci_sys::statx::is_mount_root(tree).unwrap_or(false) {
         return Ok(());
     }
     let (clones, unreachable) = clone_emulated(protected, prefix)?;
@@ -554,11 +414,5 @@ mod tests {
             b"fd=17,rootmode=40000,user_id=0"
         );
         assert_eq!(renumber_fuse_fd(b"fd=33,x", 3, 17), b"fd=33,x");
-    }
-
-    #[test]
-    fn flags_become_attributes() {
-        assert_eq!(attributes(libc::MS_RDONLY | libc::MS_NOEXEC), 0x9);
-        assert_eq!(attributes(libc::MS_SILENT), 0);
     }
 }

@@ -15,6 +15,8 @@ use crate::cgroup::CgroupView;
 use crate::mountops::{Answer, Op, Request, ToAgent};
 use crate::procfs::ContainerView;
 use eci_sys::channel::Channel;
+use eci_sys::mount::{AT_RECURSIVE, OPEN_TREE_CLONE};
+use eci_sys::pidfd::PidFd;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -26,13 +28,11 @@ use std::sync::{Arc, Mutex};
 
 const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
 const CAP_SYS_ADMIN: u32 = 21;
-const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
 const MS_REMOUNT: u64 = libc::MS_REMOUNT;
 const MS_MOVE: u64 = libc::MS_MOVE;
 const MS_BIND: u64 = libc::MS_BIND;
 const MS_REC: u64 = libc::MS_REC;
-const OPEN_TREE_CLONE: u64 = 1;
 const MS_PROPAGATION: u64 =
     libc::MS_SHARED | libc::MS_PRIVATE | libc::MS_SLAVE | libc::MS_UNBINDABLE;
 
@@ -48,7 +48,7 @@ struct Agent {
     pid: i32,
     /// The running agent, to wait for its exit: it is charged to the container's cgroup,
     /// which cannot be removed while the agent is in it.
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<PidFd>,
     cgroup: CgroupView,
     /// The CPU the agent is pinned to, and the CPUs this thread may run on between requests.
     cpu: Option<i32>,
@@ -94,10 +94,9 @@ impl Agent {
 
     /// Whether the running agent has exited (killed, OOM): its pidfd is readable then.
     fn exited(&self) -> bool {
-        self.pidfd.as_ref().is_some_and(|pidfd| {
-            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-        })
+        self.pidfd
+            .as_ref()
+            .is_some_and(|pidfd| pidfd.exited_within(PollTimeout::ZERO))
     }
 
     fn conn(&mut self) -> Result<&mut Channel, Errno> {
@@ -110,7 +109,7 @@ impl Agent {
         }
         if self.conn.is_none() {
             let (conn, pid) = (self.factory)().map_err(|_| Errno::EPERM)?;
-            self.pidfd = pidfd_open(pid).ok();
+            self.pidfd = PidFd::open(pid).ok();
             if let Err(e) = self.cgroup.charge(pid, true) {
                 log::warn!("mount agent {pid} stays in the shim's cgroup: {e}");
             }
@@ -156,34 +155,12 @@ impl Drop for Agent {
         let Some(pidfd) = self.pidfd.take() else {
             return;
         };
-        let exited = |ms: u16| {
-            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
-        };
-        if !exited(1000) {
-            // SAFETY: pidfd_send_signal on our own pidfd with no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            exited(1000);
+        let second = PollTimeout::from(1000u16);
+        if !pidfd.exited_within(second) {
+            pidfd.kill();
+            pidfd.exited_within(second);
         }
     }
-}
-
-fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: fresh fd from pidfd_open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 fn single_cpu(cpu: i32) -> Option<CpuSet> {
@@ -565,7 +542,7 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
         // performs. A recursive clone keeps every submount, pinned, and an open_tree without
         // a clone makes no mount: those go on.
         libc::SYS_open_tree
-            if a[2] & OPEN_TREE_CLONE != 0 && a[2] & libc::AT_RECURSIVE as u64 == 0 =>
+            if a[2] & u64::from(OPEN_TREE_CLONE) != 0 && a[2] & u64::from(AT_RECURSIVE) == 0 =>
         {
             Verdict::Fail(Errno::ENOSYS)
         }
@@ -590,20 +567,8 @@ pub const MOUNT_NAMESPACES: [&str; 4] = ["ns/pid", "ns/net", "ns/ipc", "ns/cgrou
 
 /// A copy of the thread's fd `fd`.
 fn steal_fd(tid: i32, fd: i32) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open with a pid and flags, no pointers.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
-    if pidfd < 0 {
-        return Err(Errno::ESRCH);
-    }
-    // SAFETY: fresh fd from pidfd_open.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    // SAFETY: pidfd_getfd copies the target's fd into our table; no pointers.
-    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if copy < 0 {
-        return Err(Errno::EBADF);
-    }
-    // SAFETY: fresh fd from pidfd_getfd.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+    let pidfd = PidFd::open_thread(tid).map_err(|_| Errno::ESRCH)?;
+    pidfd.get_fd(fd).map_err(|_| Errno::EBADF)
 }
 
 /// The `fd=N` option of a FUSE mount's data.
@@ -922,17 +887,10 @@ pub fn measure(
     };
     let mountinfo =
         std::fs::read_to_string(format!("/proc/{init_pid}/mountinfo")).unwrap_or_default();
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(mount_id), Some(mountpoint), Some(options)) = (
-            fields.first().and_then(|id| id.parse::<u64>().ok()),
-            fields.get(4),
-            fields.get(5),
-        ) else {
-            continue;
-        };
+    for entry in eci_sys::mountinfo::entries(&mountinfo) {
+        let mount_id = entry.id;
         let mut flags = 0;
-        for o in options.split(',') {
+        for o in entry.options.split(',') {
             flags |= match o {
                 "ro" => MS_RDONLY,
                 "nosuid" => MS_NOSUID,
@@ -942,17 +900,18 @@ pub fn measure(
             };
         }
         if flags & MS_RDONLY != 0 {
-            if let (Some(dev), Some(root)) = (
-                fields.get(2).and_then(|d| crate::mountops::parse_dev(d)),
-                fields.get(3),
-            ) {
+            if let Some(dev) = entry.dev() {
                 protected.read_only.push(crate::mountops::ReadOnlyTree {
                     dev,
-                    root: crate::mountops::unescape(root),
+                    root: eci_sys::mountinfo::unescape(entry.root)
+                        .to_string_lossy()
+                        .into_owned(),
                 });
             }
         }
-        let mountpoint = mountpoint.replace("\\040", " ");
+        let mountpoint = eci_sys::mountinfo::unescape(entry.mount_point)
+            .to_string_lossy()
+            .into_owned();
         let source = emulated.iter().find(|(target, _)| *target == mountpoint);
         let key = match source {
             Some((_, source)) => key_of(&source.display().to_string()),

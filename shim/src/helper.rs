@@ -8,6 +8,7 @@
 use crate::exits::SharedExits;
 use eci_core::{CreateRequest, ErrorKind, ExecRequest};
 use eci_sys::channel::Channel;
+use eci_sys::pidfd::PidFd;
 use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
@@ -344,21 +345,14 @@ pub(crate) fn kill_group(pgid: i32) {
     loop {
         let mut found = false;
         for pid in children_in_group(me, pgid) {
-            let Ok(pidfd) = pidfd_open(pid) else { continue };
+            let Ok(pidfd) = PidFd::open(pid) else {
+                continue;
+            };
             // Checked after pinning: if the pid was recycled before the pidfd, this reads the
             // new process, which is not ours in this group.
             if children_in_group(me, pgid).contains(&pid) {
                 found = true;
-                // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-                        libc::SIGKILL,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    )
-                };
+                pidfd.kill();
             }
         }
         if !found || std::time::Instant::now() >= deadline {
@@ -374,19 +368,12 @@ pub(crate) fn kill_group(pgid: i32) {
 fn kill_forked(pids: &[i32]) {
     let me = std::process::id().cast_signed();
     for &pid in pids {
-        let Ok(pidfd) = pidfd_open(pid) else { continue };
+        let Ok(pidfd) = PidFd::open(pid) else {
+            continue;
+        };
         if live_child_of(pid, me) {
             log::warn!("killing process {pid}, started by an exec helper that died");
-            // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
+            pidfd.kill();
         }
     }
 }
@@ -425,16 +412,6 @@ fn children_in_group(parent: i32, pgid: i32) -> Vec<i32> {
                 && pgrp.and_then(|p| p.parse().ok()) == Some(pgid)
         })
         .collect()
-}
-
-fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd from pidfd_open, owned from here.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod libcgroups_stats {
 /// reports `container_oom_events_total` only when the metrics carry them, and the CFS
 /// throttling counters only when v1 metrics carry `throttling`.
 pub fn to_any(stats: &Stats, oom: &HashMap<String, u64>) -> Any {
-    if !std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+    if !eci_sys::cgroup::memory_on_v1() {
         return to_any_v2(stats, oom);
     }
     let entry = |d: &eci_core::ops::MemoryData| MemoryEntry {
