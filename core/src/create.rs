@@ -1144,40 +1144,17 @@ fn containerd_config(address: &Path) -> Option<PathBuf> {
 }
 
 fn socket_peer(address: &Path) -> Option<i32> {
-    let bytes = address.as_os_str().as_bytes();
-    // SAFETY: a zeroed sockaddr_un is a valid value; the path is copied in bounds below.
-    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= sa.sun_path.len() {
-        return None;
-    }
-    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in sa.sun_path.iter_mut().zip(bytes) {
-        *d = libc::c_char::from_ne_bytes([*s]);
-    }
-    // SAFETY: socket(2) with constant arguments.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if raw < 0 {
-        return None;
-    }
-    // SAFETY: a fresh fd from socket(2), owned from here.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: connect with a fully initialised sockaddr_un and its size.
-    let rc = unsafe {
-        libc::connect(
-            sock.as_raw_fd(),
-            &sa as *const libc::sockaddr_un as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    // A path too long for sun_path is no socket this host's clients reach either.
+    let addr = UnixAddr::new(address).ok()?;
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    connect(sock.as_raw_fd(), &addr).ok()?;
     let cred =
         nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::PeerCredentials).ok()?;
     (cred.pid() > 0).then_some(cred.pid())

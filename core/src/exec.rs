@@ -557,8 +557,8 @@ fn setup_terminal(socket: &UnixStream, process: &Process) -> Result<(), String> 
     let slave_path = ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
     if let Some(size) = process.console_size() {
         let ws = libc::winsize {
-            ws_row: size.height() as u16,
-            ws_col: size.width() as u16,
+            ws_row: u16::try_from(size.height()).unwrap_or(u16::MAX),
+            ws_col: u16::try_from(size.width()).unwrap_or(u16::MAX),
             ws_xpixel: 0,
             ws_ypixel: 0,
         };

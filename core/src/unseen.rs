@@ -16,9 +16,14 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// Install the filter on the calling thread (inherited by its children and kept across
 /// execve). Needs CAP_SYS_ADMIN in the caller's user namespace or no_new_privs.
 pub fn refuse_unsupervised_mount_syscalls() -> io::Result<()> {
+    // The BPF opcodes are u32 in libc and u16 in a `sock_filter`; each fits in 16 bits.
+    #[allow(clippy::cast_possible_truncation)]
     const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    #[allow(clippy::cast_possible_truncation)]
     const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+    #[allow(clippy::cast_possible_truncation)]
     const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    #[allow(clippy::cast_possible_truncation)]
     const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     let stmt = |code, k| libc::sock_filter {
         code,
@@ -40,7 +45,7 @@ pub fn refuse_unsupervised_mount_syscalls() -> io::Result<()> {
         stmt(RET_K, libc::SECCOMP_RET_ALLOW),
     ];
     let prog = libc::sock_fprog {
-        len: filter.len() as u16,
+        len: u16::try_from(filter.len()).map_err(io::Error::other)?,
         filter: filter.as_ptr() as *mut libc::sock_filter,
     };
     // SAFETY: seccomp(SET_MODE_FILTER) reads the program we own, which outlives the call.

@@ -89,7 +89,8 @@ const KNOBS_HELD_MAX: usize = 16 * 1024;
 /// The largest write the kernel hands over in one request. Above [`KNOB_MAX`], so that a
 /// longer write(2) is refused whole at its first request; below the kernel's default of up
 /// to 1 MiB, which fuser's per-thread buffer would hold resident for the shim's lifetime.
-const MAX_WRITE: u32 = 2 * KNOB_MAX as u32;
+const MAX_WRITE: u32 = 8192;
+const _: () = assert!(MAX_WRITE as usize == 2 * KNOB_MAX);
 /// How often a FUSE thread asks again whether its container is created (and its cgroup there).
 const CHARGE_RETRY: Duration = Duration::from_millis(100);
 /// The size files report. procfs reports 0, but the page cache stops at i_size: reads end
@@ -424,7 +425,7 @@ impl Filesystem for Fs {
             return reply.error(Errno::ENOENT);
         };
         let data = self.render(index, e);
-        let start = (offset as usize).min(data.len());
+        let start = usize::try_from(offset).map_or(data.len(), |o| o.min(data.len()));
         let end = (start + size as usize).min(data.len());
         reply.data(&data[start..end]);
     }
@@ -472,7 +473,8 @@ impl Filesystem for Fs {
                     return reply.error(Errno::ENOSPC);
                 }
                 knobs.insert(index, value);
-                reply.written(data.len() as u32);
+                // At most MAX_WRITE bytes: the kernel hands over no more in one request.
+                reply.written(u32::try_from(data.len()).unwrap_or(MAX_WRITE));
             }
             _ => reply.error(Errno::EACCES),
         }
@@ -502,7 +504,11 @@ impl Filesystem for Fs {
         if ino.0 != ROOT {
             return reply.error(Errno::ENOTDIR);
         }
-        for (i, e) in EMULATED.iter().enumerate().skip(offset as usize) {
+        for (i, e) in EMULATED
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        {
             if reply.add(
                 INodeNo(ino_of(i)),
                 i as u64 + 1,
@@ -634,7 +640,7 @@ impl Emulation {
 
 fn host_cpus() -> u32 {
     std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
         .unwrap_or(1)
 }
 

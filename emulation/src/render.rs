@@ -43,7 +43,7 @@ pub fn sysinfo(
     s.loads = [0; 3];
     s.totalswap = 0;
     s.freeswap = 0;
-    s.procs = tasks.clamp(1, usize::from(u16::MAX)) as u16;
+    s.procs = u16::try_from(tasks.max(1)).unwrap_or(u16::MAX);
     let unit = u64::from(host.mem_unit.max(1));
     let host_total = host.totalram.saturating_mul(unit);
     if let Some(limit) = limits.memory_limit.filter(|l| *l < host_total) {

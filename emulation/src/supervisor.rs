@@ -414,7 +414,7 @@ fn handle_one(fd: RawFd, agent: &mut Agent, view: &ContainerView) {
     let mut resp: libc::seccomp_notif_resp = unsafe { std::mem::zeroed() };
     resp.id = req.id;
     match result {
-        Ok(None) => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        Ok(None) => resp.flags = CONTINUE_FLAG,
         Ok(Some(val)) => resp.val = val,
         Err(e) => resp.error = -(e as i32),
     }
@@ -487,24 +487,24 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
         libc::SYS_umount2 => Verdict::Perform(
             Op::Umount {
                 target: read_str(pid, a[0])?,
-                flags: a[1] as i32,
+                flags: int_arg(a[1]),
             },
             vec![],
         ),
         libc::SYS_mount_setattr => {
-            let size = a[4] as usize;
+            let size = usize::try_from(a[4]).unwrap_or(usize::MAX);
             if size < 32 {
                 return Err(Errno::EINVAL);
             }
             let attr = read_bytes(pid, a[3], 32)?;
             let word =
                 |i: usize| u64::from_ne_bytes(attr[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-            let dirfd = a[0] as i32;
+            let dirfd = int_arg(a[0]);
             Verdict::Perform(
                 Op::SetAttr {
                     dirfd: dirfd != libc::AT_FDCWD,
                     path: read_str(pid, a[1])?,
-                    at_flags: a[2] as u32,
+                    at_flags: uint_arg(a[2]),
                     attr_set: word(0),
                     attr_clr: word(1),
                     propagation: word(2),
@@ -517,7 +517,7 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
             )
         }
         libc::SYS_move_mount => {
-            let (from, to) = (a[0] as i32, a[2] as i32);
+            let (from, to) = (int_arg(a[0]), int_arg(a[2]));
             let dirfds: Vec<i32> = [from, to]
                 .into_iter()
                 .filter(|d| *d != libc::AT_FDCWD)
@@ -528,7 +528,7 @@ fn decide(req: &libc::seccomp_notif) -> Result<Verdict, Errno> {
                     from_path: read_opt_str(pid, a[1])?.unwrap_or_default(),
                     to_dirfd: to != libc::AT_FDCWD,
                     to_path: read_opt_str(pid, a[3])?.unwrap_or_default(),
-                    flags: a[4] as u32,
+                    flags: uint_arg(a[4]),
                 },
                 dirfds,
             )
@@ -806,7 +806,7 @@ fn narrow_mask(mask: &mut [u8], cpus: u32) {
 }
 
 /// Where CPU `bit` lives in a kernel cpumask of `len` bytes (an array of native longs).
-fn cpu_bit(bit: usize, len: usize) -> (usize, u32) {
+fn cpu_bit(bit: usize, len: usize) -> (usize, usize) {
     const LONG: usize = std::mem::size_of::<libc::c_ulong>();
     let (word, in_word) = (bit / (LONG * 8), bit % (LONG * 8));
     let byte_in_word = if cfg!(target_endian = "little") {
@@ -815,15 +815,33 @@ fn cpu_bit(bit: usize, len: usize) -> (usize, u32) {
         LONG - 1 - in_word / 8
     };
     let byte = (word * LONG + byte_in_word).min(len.saturating_sub(1));
-    (byte, (in_word % 8) as u32)
+    (byte, in_word % 8)
 }
+
+/// An `int` argument as the kernel reads it from its 64-bit register: the low 32 bits, so
+/// that the supervisor judges the value the kernel would act on.
+#[allow(clippy::cast_possible_truncation)]
+fn int_arg(register: u64) -> i32 {
+    register as i32
+}
+
+/// An `unsigned int` argument as the kernel reads it: the low 32 bits of its register.
+#[allow(clippy::cast_possible_truncation)]
+fn uint_arg(register: u64) -> u32 {
+    register as u32
+}
+
+/// SECCOMP_USER_NOTIF_FLAG_CONTINUE (1) as `seccomp_notif_resp.flags` holds it; only for
+/// answers decided on integer arguments.
+#[allow(clippy::cast_possible_truncation)]
+const CONTINUE_FLAG: u32 = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32;
 
 /// Copy up to `len` bytes of the process's memory, stopping early at an unmapped page.
 fn read_bytes(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
     let mut out = vec![0u8; len];
     let mut local = [std::io::IoSliceMut::new(&mut out)];
     let remote = [nix::sys::uio::RemoteIoVec {
-        base: addr as usize,
+        base: usize::try_from(addr).map_err(|_| Errno::EFAULT)?,
         len,
     }];
     let n = nix::sys::uio::process_vm_readv(nix::unistd::Pid::from_raw(pid), &mut local, &remote)
@@ -840,7 +858,7 @@ fn read_str(pid: i32, addr: u64) -> Result<String, Errno> {
     let mut out = Vec::new();
     let mut at = addr;
     while out.len() < libc::PATH_MAX as usize {
-        let to_page_end = 4096 - (at as usize % 4096);
+        let to_page_end = 4096 - usize::try_from(at % 4096).unwrap_or(0);
         let chunk = read_bytes(pid, at, to_page_end)?;
         if chunk.is_empty() {
             return Err(Errno::EFAULT);

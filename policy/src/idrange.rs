@@ -42,7 +42,7 @@ impl Default for IdPool {
         // 100000 upward, as Docker's ECI does, up to just below 2^32 - 1 (the invalid ID).
         IdPool {
             first: 100_000,
-            blocks: ((u64::from(u32::MAX) - 100_000) / u64::from(BLOCK_SIZE)) as u32,
+            blocks: (u32::MAX - 100_000) / BLOCK_SIZE,
         }
     }
 }

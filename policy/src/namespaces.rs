@@ -184,9 +184,9 @@ pub fn requested_block(
             "keep the kubelet's range and ECI's pool apart: an /etc/subuid entry `kubelet:FIRST:COUNT` past ECI's pool, or [id_pool] first/blocks in the ECI policy (`containerd-shim-eci-v2 enforce status` checks them)",
         );
     }
-    Ok(Some(IdBlock {
-        first: first as u32,
-    }))
+    // Below 2^32 - 1 by the range check above.
+    let first = u32::try_from(first).unwrap_or(u32::MAX);
+    Ok(Some(IdBlock { first }))
 }
 
 /// A time namespace whose boot clock starts at the container's creation: uptime(1), sysinfo(2)

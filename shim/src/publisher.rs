@@ -100,7 +100,9 @@ async fn forward_all(
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let ctx = ttrpc::context::with_timeout(FORWARD_TIMEOUT.as_nanos() as i64);
+            let ctx = ttrpc::context::with_timeout(
+                i64::try_from(FORWARD_TIMEOUT.as_nanos()).unwrap_or(i64::MAX),
+            );
             match client.forward(ctx, &req).await {
                 Ok(_) => break,
                 Err(e) if attempt >= ATTEMPTS => {

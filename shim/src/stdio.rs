@@ -93,8 +93,9 @@ pub fn copy_console(
 
 pub fn resize(master: &OwnedFd, width: u32, height: u32) -> std::io::Result<()> {
     let ws = libc::winsize {
-        ws_row: height as u16,
-        ws_col: width as u16,
+        // A terminal wider or taller than the kernel's u16 can hold is shown at its largest.
+        ws_row: u16::try_from(height).unwrap_or(u16::MAX),
+        ws_col: u16::try_from(width).unwrap_or(u16::MAX),
         ws_xpixel: 0,
         ws_ypixel: 0,
     };

@@ -84,8 +84,11 @@ fn receive(socket: BorrowedFd<'_>, buf: &mut [u8], flags: libc::c_int) -> io::Re
     const FD_SIZE: usize = std::mem::size_of::<libc::c_int>();
     // Room for MAX_FDS fds and their header, aligned as a cmsghdr must be.
     let mut control = [0u64; 16];
+    // The fds' bytes as CMSG_SPACE takes them: a constant of a few dozen.
+    #[allow(clippy::cast_possible_truncation)]
+    const FD_BYTES: libc::c_uint = (MAX_FDS * FD_SIZE) as libc::c_uint;
     // SAFETY: CMSG_SPACE only computes a length.
-    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * FD_SIZE) as libc::c_uint) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(FD_BYTES) } as usize;
     assert!(
         space <= std::mem::size_of_val(&control),
         "control buffer too small"

@@ -222,6 +222,13 @@ impl AsFd for FsContext {
     }
 }
 
+/// A `MOUNT_ATTR_*` attribute (a `u64` as `mount_attr` holds it) as `fsmount`'s `unsigned int`
+/// takes it: every attribute `fsmount` accepts is below bit 32.
+#[allow(clippy::cast_possible_truncation)]
+fn low_attribute(attr: u64) -> u32 {
+    attr as u32
+}
+
 /// `mount(2)` flags (`MS_RDONLY` …) as the `MOUNT_ATTR_*` attributes `fsmount` takes; flags
 /// without one are left out.
 pub fn attributes(ms_flags: u64) -> u32 {
@@ -236,8 +243,7 @@ pub fn attributes(ms_flags: u64) -> u32 {
     ]
     .iter()
     .filter(|(ms, _)| ms_flags & *ms != 0)
-    // Every attribute listed is below bit 32.
-    .fold(0, |attrs, (_, attr)| attrs | (*attr as u32))
+    .fold(0, |attrs, (_, attr)| attrs | low_attribute(*attr))
 }
 
 /// `openat2`: `path` opened from `dir` with `flags` (`O_*`, close-on-exec added) and the

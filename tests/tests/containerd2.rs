@@ -22,10 +22,10 @@ fn containerd_log() -> String {
 // RuntimeInfo (the test plays containerd, independently of the shim's own codec).
 fn varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out.push(v.to_le_bytes()[0] | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.push(v.to_le_bytes()[0]);
 }
 
 fn bytes_field(field: u64, value: &[u8], out: &mut Vec<u8>) {
@@ -87,7 +87,7 @@ fn fields(mut buf: &[u8]) -> Vec<(u64, u64, u64, Vec<u8>)> {
         match key & 7 {
             0 => out.push((key >> 3, 0, read_varint(&mut buf), Vec::new())),
             2 => {
-                let len = read_varint(&mut buf) as usize;
+                let len = usize::try_from(read_varint(&mut buf)).unwrap();
                 out.push((key >> 3, 2, 0, buf[..len].to_vec()));
                 buf = &buf[len..];
             }

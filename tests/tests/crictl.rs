@@ -86,7 +86,7 @@ fn host_uid_of(pid: i32) -> Option<u32> {
 fn container_pid(id: &str) -> i32 {
     let info: serde_json::Value =
         serde_json::from_str(&ok(&crictl(&["inspect", "-o", "json", id]), "inspect")).unwrap();
-    info["info"]["pid"].as_i64().unwrap_or(0) as i32
+    i32::try_from(info["info"]["pid"].as_i64().unwrap_or(0)).unwrap_or(0)
 }
 
 /// runp, create, start, exec, logs, stats, stopp and rmp on the eci handler: the pod runs in a
@@ -215,7 +215,7 @@ fn a_host_users_false_sandbox_runs_in_the_kubelets_block() {
         serde_json::from_str(&crictl(&["inspectp", "-o", "json", &pod]).stdout).unwrap_or_default();
     let pid = info["info"]["pid"].as_i64().unwrap_or(0);
     let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap_or_default();
-    let host_uid = host_uid_of(pid as i32);
+    let host_uid = host_uid_of(i32::try_from(pid).unwrap_or(0));
     let lease = Path::new(BASE).join("leases").join(block.to_string());
     let leased = std::fs::read_to_string(&lease).unwrap_or_default();
     let left = if runp.code == 0 {

@@ -281,7 +281,10 @@ fn an_exhausted_id_pool_names_the_containers_that_hold_it_and_is_audited() {
 fn containerd_log_since(offset: u64) -> String {
     let root = std::env::var("ECI_TEST_ROOT").unwrap_or_else(|_| "/tmp/eci-test".into());
     let text = std::fs::read(Path::new(&root).join("containerd.log")).unwrap_or_default();
-    String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).into_owned()
+    String::from_utf8_lossy(
+        &text[usize::try_from(offset).map_or(text.len(), |o| o.min(text.len()))..],
+    )
+    .into_owned()
 }
 
 fn containerd_log_len() -> u64 {
