@@ -202,34 +202,10 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         anchor: None,
         parked: false,
     };
-    // A pod's own user namespace (Kubernetes' hostUsers: false) is honoured when its block is
-    // safe and refused otherwise; a container that asks for none gets a block from the pool.
-    let kubelet = kubelet_range().unwrap_or_else(|e| {
-        log::warn!("{e}; judging pod user namespaces against the kubelet's default range");
-        KubeletRange::default()
-    });
-    let requested = eci_policy::requested_block(&spec, &kubelet, &policy.id_pool)
-        .map_err(|r| refuse(req, &policy, r))?;
-    let mut block = match requested {
-        Some(block) => leases.acquire_exact(block, &record).map(|()| block)?,
-        None => leases
-            .acquire(
-                &policy.id_pool,
-                &LeaseRecord {
-                    anchor: anchor(req, &spec),
-                    ..record.clone()
-                },
-                &crate::containerd::Containerd,
-            )
-            .map_err(|e| match e {
-                // A refusal like the policy's: said to the user and written to the audit log.
-                crate::lease::LeaseError::Exhausted(r) => refuse(req, &policy, r),
-                e => e.into(),
-            })?,
-    };
+    let mut block = lease_block(req, &spec, &policy, &leases, &record)?;
     undo.lease = Some(block);
 
-    let (facts, mut source_fds) = gather_facts(req, &spec, &policy);
+    let (facts, source_fds) = gather_facts(req, &spec, &policy);
     let image = facts.image.as_ref().map(|i| i.name.clone());
     let hardened = harden(&spec, &facts, &policy, block)
         .map_err(|r| refuse_with_image(req, &policy, r, image.as_deref()))?;
@@ -260,119 +236,34 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         .is_some_and(|s| s.listener_path().is_some());
 
     let userns = IdmapUserNs::new(block).map_err(io("create user namespace for ID-mapping"))?;
-
-    // containerd's rootfs mounts, or (with none) the bundle's own rootfs directory, ID-mapped
-    // and mounted where container root can reach it.
     let rootfs = layout.rootfs(&req.namespace, &req.id);
     fs::create_dir_all(&rootfs).map_err(io(format!("create {}", rootfs.display())))?;
     undo.rootfs = Some(rootfs.clone());
-    if req.rootfs.is_empty() {
-        let source = rootfs_path(&req.bundle, &spec);
-        if !source.is_dir() {
-            return Err(CreateError::Io {
-                what: format!(
-                    "rootfs {} (no rootfs mounts were given and the bundle has none)",
-                    source.display()
-                ),
-                source: std::io::ErrorKind::NotFound.into(),
-            });
-        }
-        let described = crate::rootfs::premounted_overlay(&source)?.unwrap_or(RootfsMount {
-            typ: "bind".into(),
-            source: source.display().to_string(),
-            options: vec!["rbind".into()],
-        });
-        mount_rootfs(&[described], &rootfs, &userns, block)?;
-    } else {
-        mount_rootfs(&req.rootfs, &rootfs, &userns, block)?;
-    }
+    mount_container_root(req, &spec, &rootfs, &userns, block)?;
 
     let staging = layout.staging(&req.namespace, &req.id).join("binds");
     let pod_network = enter_host_owned_netns(&mut spec)?;
     if pod_network {
         set_network_sysctls(&mut spec, block)?;
     }
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    // containerd asks for ID-mapped volumes in a pod with hostUsers: false; the helper maps
-    // every bind source itself, with the container's block, below.
-    for m in mounts.iter_mut() {
-        m.set_uid_mappings(None).set_gid_mappings(None);
-        if let Some(options) = m.options().clone() {
-            m.set_options(Some(
-                options
-                    .into_iter()
-                    .filter(|o| o != "idmap" && o != "ridmap")
-                    .collect(),
-            ));
-        }
-    }
+    let mut mounts = without_idmap_options(spec.mounts().clone().unwrap_or_default());
     if pod_network {
         let at = staging.join("sysfs");
         stage_sysfs(&mut mounts, &at)?;
         undo.staged.push(at);
     }
-    for index in hardened.idmapped_binds {
-        let m = &mut mounts[index];
-        let Some(source) = m.source().clone() else {
-            continue;
-        };
-        let Some(fd) = source_fds.remove(&source) else {
-            continue;
-        };
-        if is_device(&fd) {
-            continue;
-        }
-        let at = staging.join(index.to_string());
-        if is_dir(&fd) {
-            fs::create_dir_all(&at).map_err(io(format!("create {}", at.display())))?;
-        } else {
-            fs::create_dir_all(&staging).map_err(io(format!("create {}", staging.display())))?;
-            File::create(&at).map_err(io(format!("create {}", at.display())))?;
-        }
-        // A Kubernetes image volume: an overlay containerd mounted, which the kernel cannot
-        // ID-map; its image layers are mounted again, ID-mapped, at the staging path.
-        let canonical = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map_err(io(format!("resolve {}", source.display())))?;
-        if let Some(view) =
-            crate::rootfs::idmapped_overlay_view(&fd, &canonical, &at, &userns, block)?
-        {
-            undo.staged.push(at.clone());
-            m.set_source(Some(view));
-            continue;
-        }
-        let tree = idmapped_clone(
-            &fd,
-            &userns,
-            LockedFlags::from_options(m.options().iter().flatten()),
-        )
-        .map_err(|e| CreateError::BindNotIdmappable {
-            path: source.clone(),
-            source: e,
-        })?;
-        attach(&tree, &at).map_err(io(format!("attach {}", at.display())))?;
-        undo.staged.push(at.clone());
-        m.set_source(Some(at));
-    }
-    for (source, target, writable) in &req.emulated {
-        let mut options = vec![
-            "rbind".to_string(),
-            "nosuid".into(),
-            "nodev".into(),
-            "noexec".into(),
-        ];
-        if !writable {
-            options.push("ro".into());
-        }
-        mounts.push(
-            libcontainer::oci_spec::runtime::MountBuilder::default()
-                .destination(target)
-                .typ("bind")
-                .source(source)
-                .options(options)
-                .build()
-                .map_err(|e| CreateError::Libcontainer(e.to_string()))?,
-        );
-    }
+    let binds = IdmappedBinds {
+        staging: &staging,
+        userns: &userns,
+        block,
+    };
+    binds.stage(
+        &mut mounts,
+        hardened.idmapped_binds,
+        source_fds,
+        &mut undo.staged,
+    )?;
+    mounts.extend(emulated_mounts(req)?);
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         let destinations: Vec<(PathBuf, bool)> = mounts
             .iter()
@@ -389,9 +280,226 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
     root.set_path(rootfs);
     spec.set_root(Some(root));
 
+    let container = build_container(req, &layout, &spec, &mut undo.cgroups)?;
+    let pid = container
+        .pid()
+        .ok_or_else(|| CreateError::Libcontainer("container has no init pid".into()))?
+        .as_raw();
+    if may_manage_cgroups(&spec) {
+        delegate_to_container_root(req, &container, block)?;
+    }
+    if !hardened.joins_user_namespace {
+        let record = LeaseRecord {
+            init: ProcessRef::of(pid),
+            // As acquired: a pod's own block goes with the task, a pool block stays parked.
+            anchor: leases.read(block).and_then(|r| r.anchor),
+            user_ns: nix::sys::stat::stat(format!("/proc/{pid}/ns/user").as_str())
+                .ok()
+                .map(|st| st.st_ino),
+            ..record
+        };
+        leases.update(block, &record)?;
+    }
+    undo.armed = false;
+    Ok(Created {
+        pid,
+        block: block.first,
+        supervised,
+    })
+}
+
+/// The container's ID block: a pod's own user namespace (Kubernetes' hostUsers: false) is
+/// honoured when its block is safe and refused otherwise; a container that asks for none gets
+/// a block from the pool (its own parked block first).
+fn lease_block(
+    req: &CreateRequest,
+    spec: &Spec,
+    policy: &Policy,
+    leases: &LeaseDir,
+    record: &LeaseRecord,
+) -> Result<IdBlock, CreateError> {
+    let kubelet = kubelet_range().unwrap_or_else(|e| {
+        log::warn!("{e}; judging pod user namespaces against the kubelet's default range");
+        KubeletRange::default()
+    });
+    let requested = eci_policy::requested_block(spec, &kubelet, &policy.id_pool)
+        .map_err(|r| refuse(req, policy, r))?;
+    match requested {
+        Some(block) => leases
+            .acquire_exact(block, record)
+            .map(|()| block)
+            .map_err(Into::into),
+        None => leases
+            .acquire(
+                &policy.id_pool,
+                &LeaseRecord {
+                    anchor: anchor(req, spec),
+                    ..record.clone()
+                },
+                &crate::containerd::Containerd,
+            )
+            .map_err(|e| match e {
+                // A refusal like the policy's: said to the user and written to the audit log.
+                crate::lease::LeaseError::Exhausted(r) => refuse(req, policy, r),
+                e => e.into(),
+            }),
+    }
+}
+
+/// containerd's rootfs mounts, or (with none) the bundle's own rootfs directory, ID-mapped
+/// and mounted at `rootfs`, where container root can reach it.
+fn mount_container_root(
+    req: &CreateRequest,
+    spec: &Spec,
+    rootfs: &Path,
+    userns: &IdmapUserNs,
+    block: IdBlock,
+) -> Result<(), CreateError> {
+    if !req.rootfs.is_empty() {
+        return Ok(mount_rootfs(&req.rootfs, rootfs, userns, block)?);
+    }
+    let source = rootfs_path(&req.bundle, spec);
+    if !source.is_dir() {
+        return Err(CreateError::Io {
+            what: format!(
+                "rootfs {} (no rootfs mounts were given and the bundle has none)",
+                source.display()
+            ),
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+    let described = crate::rootfs::premounted_overlay(&source)?.unwrap_or(RootfsMount {
+        typ: "bind".into(),
+        source: source.display().to_string(),
+        options: vec!["rbind".into()],
+    });
+    Ok(mount_rootfs(&[described], rootfs, userns, block)?)
+}
+
+/// The spec's mounts without containerd's `idmap`/`ridmap` requests (a pod with hostUsers:
+/// false asks for ID-mapped volumes): the helper maps every bind source itself, with the
+/// container's block.
+fn without_idmap_options(
+    mut mounts: Vec<libcontainer::oci_spec::runtime::Mount>,
+) -> Vec<libcontainer::oci_spec::runtime::Mount> {
+    for m in mounts.iter_mut() {
+        m.set_uid_mappings(None).set_gid_mappings(None);
+        if let Some(options) = m.options().clone() {
+            m.set_options(Some(
+                options
+                    .into_iter()
+                    .filter(|o| o != "idmap" && o != "ridmap")
+                    .collect(),
+            ));
+        }
+    }
+    mounts
+}
+
+/// Where and how the bind sources the policy chose are ID-mapped: each is cloned from the fd
+/// opened when it was judged, ID-mapped with the container's block and attached below
+/// `staging`, and the mount's source becomes that staged copy.
+struct IdmappedBinds<'a> {
+    staging: &'a Path,
+    userns: &'a IdmapUserNs,
+    block: IdBlock,
+}
+
+impl IdmappedBinds<'_> {
+    fn stage(
+        &self,
+        mounts: &mut [libcontainer::oci_spec::runtime::Mount],
+        indices: Vec<usize>,
+        mut source_fds: std::collections::HashMap<PathBuf, OwnedFd>,
+        staged: &mut Vec<PathBuf>,
+    ) -> Result<(), CreateError> {
+        for index in indices {
+            let m = &mut mounts[index];
+            let Some(source) = m.source().clone() else {
+                continue;
+            };
+            let Some(fd) = source_fds.remove(&source) else {
+                continue;
+            };
+            if is_device(&fd) {
+                continue;
+            }
+            let at = self.staging.join(index.to_string());
+            if is_dir(&fd) {
+                fs::create_dir_all(&at).map_err(io(format!("create {}", at.display())))?;
+            } else {
+                fs::create_dir_all(self.staging)
+                    .map_err(io(format!("create {}", self.staging.display())))?;
+                File::create(&at).map_err(io(format!("create {}", at.display())))?;
+            }
+            // A Kubernetes image volume: an overlay containerd mounted, which the kernel cannot
+            // ID-map; its image layers are mounted again, ID-mapped, at the staging path.
+            let canonical = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_err(io(format!("resolve {}", source.display())))?;
+            if let Some(view) =
+                crate::rootfs::idmapped_overlay_view(&fd, &canonical, &at, self.userns, self.block)?
+            {
+                staged.push(at.clone());
+                m.set_source(Some(view));
+                continue;
+            }
+            let tree = idmapped_clone(
+                &fd,
+                self.userns,
+                LockedFlags::from_options(m.options().iter().flatten()),
+            )
+            .map_err(|e| CreateError::BindNotIdmappable {
+                path: source.clone(),
+                source: e,
+            })?;
+            attach(&tree, &at).map_err(io(format!("attach {}", at.display())))?;
+            staged.push(at.clone());
+            m.set_source(Some(at));
+        }
+        Ok(())
+    }
+}
+
+/// The shim's emulated /proc and /sys files, bound over their targets after the spec's own
+/// mounts.
+fn emulated_mounts(
+    req: &CreateRequest,
+) -> Result<Vec<libcontainer::oci_spec::runtime::Mount>, CreateError> {
+    req.emulated
+        .iter()
+        .map(|(source, target, writable)| {
+            let mut options = vec![
+                "rbind".to_string(),
+                "nosuid".into(),
+                "nodev".into(),
+                "noexec".into(),
+            ];
+            if !writable {
+                options.push("ro".into());
+            }
+            libcontainer::oci_spec::runtime::MountBuilder::default()
+                .destination(target)
+                .typ("bind")
+                .source(source)
+                .options(options)
+                .build()
+                .map_err(|e| CreateError::Libcontainer(e.to_string()))
+        })
+        .collect()
+}
+
+/// Write the hardened spec to the container's private bundle and build the container with
+/// libcontainer, its init a sibling (the shim's child) waiting for Start. `cgroups` records
+/// the cgroups entered in the hierarchies libcontainer does not manage, for the undo.
+fn build_container(
+    req: &CreateRequest,
+    layout: &Layout,
+    spec: &Spec,
+    cgroups: &mut Vec<PathBuf>,
+) -> Result<libcontainer::container::Container, CreateError> {
     let private = layout.private_bundle(&req.namespace, &req.id);
     fs::create_dir_all(&private).map_err(io(format!("create {}", private.display())))?;
-    let json = serde_json::to_vec(&spec).map_err(|e| CreateError::Libcontainer(e.to_string()))?;
+    let json = serde_json::to_vec(spec).map_err(|e| CreateError::Libcontainer(e.to_string()))?;
     fs::write(private.join("config.json"), json).map_err(io("write hardened config.json"))?;
 
     let state_root = layout.state_root(&req.namespace);
@@ -417,7 +525,7 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         &req.id,
     );
     let (placement, placed) = crate::delegate::Placement::enter(&cgroups_path);
-    undo.cgroups = placement.dirs.clone();
+    cgroups.clone_from(&placement.dirs);
     if let Err(e) = placed {
         placement.leave();
         return Err(io(format!(
@@ -432,47 +540,33 @@ pub fn create(req: &CreateRequest) -> Result<Created, CreateError> {
         .with_detach(true)
         .build();
     placement.leave();
-    let container = built.map_err(|e| CreateError::Libcontainer(error_chain(&e)))?;
-    let pid = container
-        .pid()
-        .ok_or_else(|| CreateError::Libcontainer("container has no init pid".into()))?
-        .as_raw();
-    if may_manage_cgroups(&spec) {
-        let config = container
-            .spec()
-            .map_err(|e| CreateError::Libcontainer(error_chain(&e)))?;
-        let delegated = crate::delegate::delegate(&config.cgroup_path, &req.id, block.first)
-            .map_err(io(format!(
-                "delegate cgroup {} to the container's root",
-                config.cgroup_path.display()
-            )))?;
-        if !delegated {
-            log::warn!(
-                "{}: cgroup {} is not the container's own; not delegated",
-                req.id,
-                config.cgroup_path.display()
-            );
-        }
-    }
+    built.map_err(|e| CreateError::Libcontainer(error_chain(&e)))
+}
 
-    if !hardened.joins_user_namespace {
-        let record = LeaseRecord {
-            init: ProcessRef::of(pid),
-            // As acquired: a pod's own block goes with the task, a pool block stays parked.
-            anchor: leases.read(block).and_then(|r| r.anchor),
-            user_ns: nix::sys::stat::stat(format!("/proc/{pid}/ns/user").as_str())
-                .ok()
-                .map(|st| st.st_ino),
-            ..record
-        };
-        leases.update(block, &record)?;
+/// Hand the container's cgroup to its root (a container that may manage cgroups: a nested
+/// runtime, Docker-in-Docker).
+fn delegate_to_container_root(
+    req: &CreateRequest,
+    container: &libcontainer::container::Container,
+    block: IdBlock,
+) -> Result<(), CreateError> {
+    let config = container
+        .spec()
+        .map_err(|e| CreateError::Libcontainer(error_chain(&e)))?;
+    let delegated = crate::delegate::delegate(&config.cgroup_path, &req.id, block.first).map_err(
+        io(format!(
+            "delegate cgroup {} to the container's root",
+            config.cgroup_path.display()
+        )),
+    )?;
+    if !delegated {
+        log::warn!(
+            "{}: cgroup {} is not the container's own; not delegated",
+            req.id,
+            config.cgroup_path.display()
+        );
     }
-    undo.armed = false;
-    Ok(Created {
-        pid,
-        block: block.first,
-        supervised,
-    })
+    Ok(())
 }
 
 /// What names this container beyond its id, for keeping its ID block between tasks: a Docker
