@@ -300,6 +300,48 @@ fn fd_path(host_proc: &OwnedFd, fd: &OwnedFd) -> Result<CString, Errno> {
 
 /// fds: [mount namespace, root, cwd, optional dirfds…] of the trapped process; for a new
 /// mount, its other namespaces and FUSE fd instead of dirfds.
+/// One request's caller, as the agent sees it after entering its mount namespace, root and
+/// working directory: `fds` are the caller's mount namespace, root and cwd (0..3), then the
+/// dirfds and namespaces the operation names.
+struct Caller<'a> {
+    pid: i32,
+    fds: &'a [OwnedFd],
+    host_proc: &'a OwnedFd,
+    mount_ns: u64,
+}
+
+impl Caller<'_> {
+    /// `path` resolved to an O_PATH fd as the caller would, from `dirfd`.
+    fn resolve(&self, dirfd: RawFd, path: &str, follow: bool) -> Result<OwnedFd, Errno> {
+        resolve_for(self.pid, self.host_proc, dirfd, path, follow)
+    }
+
+    /// The dirfd the caller passed at `index` when it `used` one, else its cwd.
+    fn dirfd(&self, used: bool, index: usize) -> Result<RawFd, Errno> {
+        if used {
+            self.fds
+                .get(index)
+                .map(|f| f.as_raw_fd())
+                .ok_or(Errno::EBADF)
+        } else {
+            Ok(libc::AT_FDCWD)
+        }
+    }
+
+    /// Whether `fd` is a pinned mount: a mask or an emulated file, or a copy of one (`mount
+    /// --rbind /proc /x` in the first namespace has other mount IDs) over a procfs or sysfs.
+    fn pinned(&self, fd: &OwnedFd, protected: &Protected) -> Result<bool, Errno> {
+        let (k, id) = (key(fd)?, mount_id(fd)?);
+        if protected.is_pinned(k, id, self.mount_ns) {
+            return Ok(true);
+        }
+        if protected.pinned.iter().any(|(pinned, _)| *pinned == k) {
+            return over_proc_or_sys(self.host_proc, id);
+        }
+        Ok(false)
+    }
+}
+
 fn perform(
     op: &Op,
     caller: i32,
@@ -310,18 +352,6 @@ fn perform(
     joined: &mut Joined,
 ) -> Result<Option<OwnedFd>, Errno> {
     let mount_ns = fstat(fds[0].as_raw_fd())?.st_ino;
-    // A copy of a mask or read-only path (`mount --rbind /proc /x` in the first namespace has
-    // other mount IDs) is pinned too: a mount of a pinned root over a procfs or sysfs file.
-    let pinned = |fd: &OwnedFd| -> Result<bool, Errno> {
-        let (k, id) = (key(fd)?, mount_id(fd)?);
-        if protected.is_pinned(k, id, mount_ns) {
-            return Ok(true);
-        }
-        if protected.pinned.iter().any(|(pinned, _)| *pinned == k) {
-            return over_proc_or_sys(host_proc, id);
-        }
-        Ok(false)
-    };
     // Entering a mount namespace is the costly step: skip it when the last request was there.
     if *joined_ns != Some(mount_ns) {
         setns(fds[0].as_fd(), CloneFlags::CLONE_NEWNS)?;
@@ -330,18 +360,13 @@ fn perform(
     nix::unistd::fchdir(fds[1].as_raw_fd())?;
     nix::unistd::chroot(".")?;
     nix::unistd::fchdir(fds[2].as_raw_fd())?;
-    let cwd = libc::AT_FDCWD;
-    let resolve = |dirfd: RawFd, path: &str, follow: bool| {
-        resolve_for(caller, host_proc, dirfd, path, follow)
+    let c = Caller {
+        pid: caller,
+        fds,
+        host_proc,
+        mount_ns,
     };
-    let dirfd = |used: bool, index: usize| -> Result<RawFd, Errno> {
-        if used {
-            fds.get(index).map(|f| f.as_raw_fd()).ok_or(Errno::EBADF)
-        } else {
-            Ok(cwd)
-        }
-    };
-    let done: Result<(), Errno> = match op {
+    match op {
         Op::Mount {
             source,
             target,
@@ -356,7 +381,7 @@ fn perform(
             };
             let namespaces = fds.get(3..after_namespaces).ok_or(Errno::EBADF)?;
             let target_fd = own_fd_link(target)
-                .map(|_| resolve(cwd, target, true))
+                .map(|_| c.resolve(libc::AT_FDCWD, target, true))
                 .transpose()?;
             let m = NewMount {
                 target_fd: target_fd.as_ref(),
@@ -370,57 +395,13 @@ fn perform(
             };
             crate::newmount::mount(&m, host_proc, joined, protected)
         }
-        Op::Umount { target, flags } => {
-            let fd = resolve(cwd, target, flags & libc::UMOUNT_NOFOLLOW == 0)?;
-            if pinned(&fd)? && !is_old_root(&fd, &fds[1], host_proc, protected, mount_ns)? {
-                return Err(Errno::EBUSY);
-            }
-            // Through the fd that was checked; our own reference to it would make a plain
-            // unmount fail with EBUSY, so the unmount is lazy (the mount is the container's).
-            let path = fd_path(host_proc, &fd)?;
-            let flags = nix::mount::MntFlags::from_bits_truncate(flags & !libc::UMOUNT_NOFOLLOW)
-                | nix::mount::MntFlags::MNT_DETACH;
-            nix::mount::umount2(path.as_c_str(), flags)
-        }
+        Op::Umount { target, flags } => umount(&c, protected, target, *flags),
         Op::Remount {
             target,
             flags,
             data,
-        } => {
-            let fd = resolve(cwd, target, true)?;
-            if protected.cleared(key(&fd)?, flags & KEPT_FLAGS) != 0
-                || (flags & libc::MS_RDONLY == 0 && makes_writable(&fd, host_proc, protected)?)
-            {
-                return Err(Errno::EPERM);
-            }
-            let data = data
-                .as_deref()
-                .map(|d| owner_ids_as_seen_inside(d, host_proc));
-            let path = fd_path(host_proc, &fd)?;
-            nix::mount::mount(
-                None::<&str>,
-                path.as_c_str(),
-                None::<&str>,
-                nix::mount::MsFlags::from_bits_retain(*flags),
-                data.as_deref(),
-            )
-        }
-        Op::Move { source, target } => {
-            let from = resolve(cwd, source, true)?;
-            if pinned(&from)? {
-                return Err(Errno::EBUSY);
-            }
-            let to = resolve(cwd, target, true)?;
-            let from_path = fd_path(host_proc, &from)?;
-            let to_path = fd_path(host_proc, &to)?;
-            nix::mount::mount(
-                Some(from_path.as_c_str()),
-                to_path.as_c_str(),
-                None::<&str>,
-                nix::mount::MsFlags::MS_MOVE,
-                None::<&str>,
-            )
-        }
+        } => remount(&c, protected, target, *flags, data.as_deref()),
+        Op::Move { source, target } => move_tree(&c, protected, source, target),
         Op::SetAttr {
             dirfd: used,
             path,
@@ -429,36 +410,13 @@ fn perform(
             attr_clr,
             propagation,
         } => {
-            let base = dirfd(*used, 3)?;
-            let fd = if path.is_empty() && at_flags & libc::AT_EMPTY_PATH as u32 != 0 {
-                dup_cloexec(base)?
-            } else {
-                resolve(base, path, at_flags & libc::AT_SYMLINK_NOFOLLOW as u32 == 0)?
-            };
-            let clears_kept = attr_clr & KEPT_FLAGS;
-            if attr_set & MOUNT_ATTR_IDMAP != 0
-                || (clears_kept != 0 && at_flags & AT_RECURSIVE != 0)
-            {
-                return Err(Errno::EPERM);
-            }
-            let current = protected
-                .flags
-                .iter()
-                .find(|(k, _)| Some(*k) == key(&fd).ok())
-                .map(|(_, f)| *f)
-                .unwrap_or(0);
-            if current & clears_kept != 0
-                || (attr_clr & MOUNT_ATTR_RDONLY != 0 && makes_writable(&fd, host_proc, protected)?)
-            {
-                return Err(Errno::EPERM);
-            }
             let attr = MountAttr {
                 attr_set: *attr_set,
                 attr_clr: *attr_clr,
                 propagation: *propagation,
                 userns_fd: 0,
             };
-            set_attr(fd.as_fd(), at_flags & AT_RECURSIVE != 0, &attr)
+            set_attributes(&c, protected, c.dirfd(*used, 3)?, path, *at_flags, &attr)
         }
         Op::MoveMount {
             from_dirfd,
@@ -467,61 +425,169 @@ fn perform(
             to_path,
             flags,
         } => {
-            let mut next = 3;
-            let mut take = |used: bool| {
-                let fd = dirfd(used, next);
-                if used {
-                    next += 1;
-                }
-                fd
-            };
-            let from_base = take(*from_dirfd)?;
-            let to_base = take(*to_dirfd)?;
-            let open_end =
-                |base: RawFd, path: &str, empty: bool, follow: bool| -> Result<OwnedFd, Errno> {
-                    if empty && path.is_empty() {
-                        dup_cloexec(base)
-                    } else {
-                        resolve(base, path, follow)
-                    }
-                };
-            let from = open_end(
-                from_base,
-                from_path,
-                flags & MOVE_MOUNT_F_EMPTY_PATH != 0,
-                flags & MOVE_MOUNT_F_SYMLINKS != 0,
-            )?;
-            if pinned(&from)? {
-                return Err(Errno::EBUSY);
-            }
-            crate::newmount::cover(&from, protected)?;
-            let to = open_end(
-                to_base,
-                to_path,
-                flags & MOVE_MOUNT_T_EMPTY_PATH != 0,
-                flags & MOVE_MOUNT_T_SYMLINKS != 0,
-            )?;
-            move_mount(from.as_fd(), Some(to.as_fd()), c"", MOVE_MOUNT_T_EMPTY_PATH)
+            // The dirfds the caller used come in order after its cwd.
+            let from_base = c.dirfd(*from_dirfd, 3)?;
+            let to_base = c.dirfd(*to_dirfd, if *from_dirfd { 4 } else { 3 })?;
+            attach_tree(
+                &c,
+                protected,
+                (from_base, from_path),
+                (to_base, to_path),
+                *flags,
+            )
         }
-
         Op::Bind {
             source,
             target,
             flags,
-        } => {
-            let from = resolve(cwd, source, true)?;
-            refuse_partial_copy(&from)?;
-            let to = resolve(cwd, target, true)?;
-            let from_path = fd_path(host_proc, &from)?;
-            let to_path = fd_path(host_proc, &to)?;
-            nix::mount::mount(
-                Some(from_path.as_c_str()),
-                to_path.as_c_str(),
-                None::<&str>,
-                nix::mount::MsFlags::from_bits_retain(*flags),
-                None::<&str>,
-            )
+        } => bind(&c, source, target, *flags),
+    }
+    .map(|()| None)
+}
+
+fn umount(c: &Caller<'_>, protected: &Protected, target: &str, flags: i32) -> Result<(), Errno> {
+    let fd = c.resolve(libc::AT_FDCWD, target, flags & libc::UMOUNT_NOFOLLOW == 0)?;
+    if c.pinned(&fd, protected)?
+        && !is_old_root(&fd, &c.fds[1], c.host_proc, protected, c.mount_ns)?
+    {
+        return Err(Errno::EBUSY);
+    }
+    // Through the fd that was checked; our own reference to it would make a plain unmount
+    // fail with EBUSY, so the unmount is lazy (the mount is the container's).
+    let path = fd_path(c.host_proc, &fd)?;
+    let flags = nix::mount::MntFlags::from_bits_truncate(flags & !libc::UMOUNT_NOFOLLOW)
+        | nix::mount::MntFlags::MNT_DETACH;
+    nix::mount::umount2(path.as_c_str(), flags)
+}
+
+fn remount(
+    c: &Caller<'_>,
+    protected: &Protected,
+    target: &str,
+    flags: u64,
+    data: Option<&str>,
+) -> Result<(), Errno> {
+    let fd = c.resolve(libc::AT_FDCWD, target, true)?;
+    if protected.cleared(key(&fd)?, flags & KEPT_FLAGS) != 0
+        || (flags & libc::MS_RDONLY == 0 && makes_writable(&fd, c.host_proc, protected)?)
+    {
+        return Err(Errno::EPERM);
+    }
+    let data = data.map(|d| owner_ids_as_seen_inside(d, c.host_proc));
+    let path = fd_path(c.host_proc, &fd)?;
+    nix::mount::mount(
+        None::<&str>,
+        path.as_c_str(),
+        None::<&str>,
+        nix::mount::MsFlags::from_bits_retain(flags),
+        data.as_deref(),
+    )
+}
+
+/// `mount --move`: a pinned mount stays where it is.
+fn move_tree(
+    c: &Caller<'_>,
+    protected: &Protected,
+    source: &str,
+    target: &str,
+) -> Result<(), Errno> {
+    let from = c.resolve(libc::AT_FDCWD, source, true)?;
+    if c.pinned(&from, protected)? {
+        return Err(Errno::EBUSY);
+    }
+    let to = c.resolve(libc::AT_FDCWD, target, true)?;
+    let from_path = fd_path(c.host_proc, &from)?;
+    let to_path = fd_path(c.host_proc, &to)?;
+    nix::mount::mount(
+        Some(from_path.as_c_str()),
+        to_path.as_c_str(),
+        None::<&str>,
+        nix::mount::MsFlags::MS_MOVE,
+        None::<&str>,
+    )
+}
+
+/// `mount_setattr`: no ID-mapping, no flag kept at start cleared (recursively or on a mount
+/// that had it), nothing read-only at start made writable.
+fn set_attributes(
+    c: &Caller<'_>,
+    protected: &Protected,
+    base: RawFd,
+    path: &str,
+    at_flags: u32,
+    attr: &MountAttr,
+) -> Result<(), Errno> {
+    let fd = if path.is_empty() && at_flags & libc::AT_EMPTY_PATH as u32 != 0 {
+        dup_cloexec(base)?
+    } else {
+        c.resolve(base, path, at_flags & libc::AT_SYMLINK_NOFOLLOW as u32 == 0)?
+    };
+    let clears_kept = attr.attr_clr & KEPT_FLAGS;
+    if attr.attr_set & MOUNT_ATTR_IDMAP != 0 || (clears_kept != 0 && at_flags & AT_RECURSIVE != 0) {
+        return Err(Errno::EPERM);
+    }
+    let current = protected
+        .flags
+        .iter()
+        .find(|(k, _)| Some(*k) == key(&fd).ok())
+        .map(|(_, f)| *f)
+        .unwrap_or(0);
+    if current & clears_kept != 0
+        || (attr.attr_clr & MOUNT_ATTR_RDONLY != 0 && makes_writable(&fd, c.host_proc, protected)?)
+    {
+        return Err(Errno::EPERM);
+    }
+    set_attr(fd.as_fd(), at_flags & AT_RECURSIVE != 0, attr)
+}
+
+/// `move_mount`: a pinned mount stays where it is; a detached tree gets the emulated files
+/// and masks covered before it is attached.
+fn attach_tree(
+    c: &Caller<'_>,
+    protected: &mut Protected,
+    (from_base, from_path): (RawFd, &str),
+    (to_base, to_path): (RawFd, &str),
+    flags: u32,
+) -> Result<(), Errno> {
+    let open_end = |base: RawFd, path: &str, empty: bool, follow: bool| {
+        if empty && path.is_empty() {
+            dup_cloexec(base)
+        } else {
+            c.resolve(base, path, follow)
         }
     };
-    done.map(|()| None)
+    let from = open_end(
+        from_base,
+        from_path,
+        flags & MOVE_MOUNT_F_EMPTY_PATH != 0,
+        flags & MOVE_MOUNT_F_SYMLINKS != 0,
+    )?;
+    if c.pinned(&from, protected)? {
+        return Err(Errno::EBUSY);
+    }
+    crate::newmount::cover(&from, protected)?;
+    let to = open_end(
+        to_base,
+        to_path,
+        flags & MOVE_MOUNT_T_EMPTY_PATH != 0,
+        flags & MOVE_MOUNT_T_SYMLINKS != 0,
+    )?;
+    move_mount(from.as_fd(), Some(to.as_fd()), c"", MOVE_MOUNT_T_EMPTY_PATH)
+}
+
+/// A bind (recursive or not) through the checked fds; a partial copy of a procfs or sysfs
+/// directory is refused.
+fn bind(c: &Caller<'_>, source: &str, target: &str, flags: u64) -> Result<(), Errno> {
+    let from = c.resolve(libc::AT_FDCWD, source, true)?;
+    refuse_partial_copy(&from)?;
+    let to = c.resolve(libc::AT_FDCWD, target, true)?;
+    let from_path = fd_path(c.host_proc, &from)?;
+    let to_path = fd_path(c.host_proc, &to)?;
+    nix::mount::mount(
+        Some(from_path.as_c_str()),
+        to_path.as_c_str(),
+        None::<&str>,
+        nix::mount::MsFlags::from_bits_retain(flags),
+        None::<&str>,
+    )
 }
