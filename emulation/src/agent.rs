@@ -496,15 +496,7 @@ fn move_tree(
         return Err(Errno::EBUSY);
     }
     let to = c.resolve(libc::AT_FDCWD, target, true)?;
-    let from_path = fd_path(c.host_proc, &from)?;
-    let to_path = fd_path(c.host_proc, &to)?;
-    nix::mount::mount(
-        Some(from_path.as_c_str()),
-        to_path.as_c_str(),
-        None::<&str>,
-        nix::mount::MsFlags::MS_MOVE,
-        None::<&str>,
-    )
+    mount_between(c, &from, &to, nix::mount::MsFlags::MS_MOVE)
 }
 
 /// `mount_setattr`: no ID-mapping, no flag kept at start cleared (recursively or on a mount
@@ -581,13 +573,24 @@ fn bind(c: &Caller<'_>, source: &str, target: &str, flags: u64) -> Result<(), Er
     let from = c.resolve(libc::AT_FDCWD, source, true)?;
     refuse_partial_copy(&from)?;
     let to = c.resolve(libc::AT_FDCWD, target, true)?;
-    let from_path = fd_path(c.host_proc, &from)?;
-    let to_path = fd_path(c.host_proc, &to)?;
+    mount_between(c, &from, &to, nix::mount::MsFlags::from_bits_retain(flags))
+}
+
+/// mount(2) from one checked fd to another (a move or a bind), through their
+/// `/proc/self/fd` links in the host's /proc.
+fn mount_between(
+    c: &Caller<'_>,
+    from: &OwnedFd,
+    to: &OwnedFd,
+    flags: nix::mount::MsFlags,
+) -> Result<(), Errno> {
+    let from_path = fd_path(c.host_proc, from)?;
+    let to_path = fd_path(c.host_proc, to)?;
     nix::mount::mount(
         Some(from_path.as_c_str()),
         to_path.as_c_str(),
         None::<&str>,
-        nix::mount::MsFlags::from_bits_retain(flags),
+        flags,
         None::<&str>,
     )
 }

@@ -143,6 +143,7 @@ impl From<Channel> for OwnedFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fdpass::tests::assert_ended;
     use serde::Deserialize;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -259,16 +260,5 @@ mod tests {
         assert!(Channel::from_fd(r).is_err());
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         assert!(Channel::from_fd(OwnedFd::from(a)).is_err());
-    }
-
-    /// No write end of the pipe is open anywhere: every received copy was closed.
-    fn assert_ended(r: &OwnedFd) {
-        nix::fcntl::fcntl(
-            r.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .unwrap();
-        let mut byte = [0u8; 1];
-        assert_eq!(nix::unistd::read(r.as_raw_fd(), &mut byte), Ok(0));
     }
 }

@@ -165,7 +165,7 @@ fn receive(socket: BorrowedFd<'_>, buf: &mut [u8], flags: libc::c_int) -> io::Re
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     use std::os::fd::AsFd;
@@ -236,6 +236,12 @@ mod tests {
         let e = recv(b.as_fd(), &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         // Every copy of the write end that arrived was closed: the pipe reads as ended.
+        assert_ended(&r);
+    }
+
+    /// No write end of the pipe `r` reads from is open anywhere: every received copy was
+    /// closed.
+    pub(crate) fn assert_ended(r: &OwnedFd) {
         nix::fcntl::fcntl(
             r.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
