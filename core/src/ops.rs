@@ -87,6 +87,9 @@ impl Handle<'_> {
             libcontainer::notify_socket::NOTIFY_FILE
         );
         UnixStream::connect(socket)?.write_all(b"start container")?;
+        if let Some(pid) = c.pid() {
+            wait_for_exec(pid.as_raw(), EXEC_WAIT);
+        }
         c.set_status(ContainerStatus::Running).save().map_err(lc)
     }
 
@@ -293,4 +296,32 @@ fn wait_until_left(pids: &[i32], inode: u64, limit: std::time::Duration) {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// How long Start waits for the init's execve at most: far above the few milliseconds it
+/// takes, and a bound for an init that never gets there (it is then reported by its exit).
+const EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Wait until the init has replaced this binary with the container's program (or is gone).
+/// Until its execve the init runs with container credentials in memory that belongs to the
+/// host's user namespace, and is not dumpable (its credentials changed): a container that
+/// joins its namespaces at once — a pod's containers join the sandbox's — gets EACCES
+/// opening `/proc/PID/ns/*` from libcontainer's intermediate process, which runs as root of
+/// that user namespace only. Start returns once they can join.
+fn wait_for_exec(pid: i32, at_most: std::time::Duration) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(own) = std::fs::metadata("/proc/self/exe") else {
+        return;
+    };
+    let until = std::time::Instant::now() + at_most;
+    while std::time::Instant::now() < until {
+        match std::fs::metadata(format!("/proc/{pid}/exe")) {
+            Ok(exe) if exe.dev() == own.dev() && exe.ino() == own.ino() => {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            // Another program, or no process (exited: its exit is reported as usual).
+            _ => return,
+        }
+    }
+    log::warn!("the init (pid {pid}) has not reached its execve {at_most:?} after Start");
 }
