@@ -266,8 +266,9 @@ fault_exec_helper() {
   if [ -z "${child:-}" ]; then
     fail "eci kill exec helper: no helper caught"; "${C[@]}" task resume "$id"; wait; remove "$id"; return
   fi
-  # Until the helper has let its first child go and waits on the child's report.
-  for _ in $(seq 200); do grep -q pipe_read "/proc/$helper/wchan" 2>/dev/null && break; sleep 0.05; done
+  # Until the helper has let its first child go and waits on the child's report (a read on
+  # its seqpacket channel; the 10 s of this loop were spent in full when it looked for a pipe).
+  for _ in $(seq 200); do grep -qE "skb_wait_for_more_packets|skb_recv" "/proc/$helper/wchan" 2>/dev/null && break; sleep 0.05; done
   kill -STOP "$helper"
   "${C[@]}" task resume "$id"
   for _ in $(seq 200); do pgrep -x -f "sleep $mark" >/dev/null && break; sleep 0.05; done

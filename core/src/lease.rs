@@ -728,10 +728,26 @@ mod tests {
     /// never handed out.
     const POOL: u32 = 3_600_000_000;
 
-    fn dir(name: &str) -> LeaseDir {
+    /// A lease directory of the test's own, removed when the test ends.
+    struct TestDir(LeaseDir, PathBuf);
+
+    impl std::ops::Deref for TestDir {
+        type Target = LeaseDir;
+        fn deref(&self) -> &LeaseDir {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.1);
+        }
+    }
+
+    fn dir(name: &str) -> TestDir {
         let d = std::env::temp_dir().join(format!("eci-lease-test-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
-        LeaseDir::new(d)
+        TestDir(LeaseDir::new(d.clone()), d)
     }
 
     fn record(id: &str, holder: Option<ProcessRef>) -> LeaseRecord {
