@@ -690,7 +690,8 @@ fn perform(
             Err(Errno::from_raw(errno))
         }
         Ok((Answer::Failed { .. }, _)) => Err(Errno::EPERM),
-        // Over the channel's bound: refused before anything was sent.
+        // Over the channel's bound (two paths of PATH_MAX and a page of mount data fit many
+        // times over): refused before anything was sent.
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(Errno::ENAMETOOLONG),
         Err(e) => {
             // The agent died with the request (it may or may not have acted on it): refused,

@@ -82,7 +82,6 @@ fn supervise(
     let exe = std::env::current_exe()?;
     let agent = move || -> std::io::Result<(Channel, i32)> {
         let (ours, theirs) = Channel::pair()?;
-        let ours = ours.with_limit(crate::agent::MAX_REQUEST);
         // It exits when `ours` closes; the supervisor watches it with a pidfd (and starts
         // another when it dies). This runs on the supervisor's thread.
         let mut command = Command::new(&exe);
