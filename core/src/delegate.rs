@@ -34,11 +34,16 @@ pub fn container_dirs(cgroups_path: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Mount points of whole cgroup hierarchies (cgroup or cgroup2 mounts whose root is the
-/// hierarchy's root) in a mountinfo text, each once.
-fn hierarchy_mounts(mountinfo: &str) -> Vec<PathBuf> {
-    let mut mounts: Vec<PathBuf> = eci_sys::mountinfo::entries(mountinfo)
+/// Mounts of whole cgroup hierarchies: cgroup or cgroup2 mounts whose root is the hierarchy's
+/// root (not a bind of one of its directories).
+fn whole_hierarchies(mountinfo: &str) -> impl Iterator<Item = eci_sys::mountinfo::Entry<'_>> {
+    eci_sys::mountinfo::entries(mountinfo)
         .filter(|e| (e.fstype == "cgroup" || e.fstype == "cgroup2") && e.root == "/")
+}
+
+/// Mount points of whole cgroup hierarchies in a mountinfo text, each once.
+fn hierarchy_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    let mut mounts: Vec<PathBuf> = whole_hierarchies(mountinfo)
         .map(|e| eci_sys::mountinfo::unescape(e.mount_point))
         .collect();
     mounts.sort();
@@ -69,9 +74,7 @@ const MANAGED_V1: &[&str] = &[
 /// parent's cgroup, and its cgroup namespace is rooted at the host's: a `cgroup2` or
 /// `name=systemd` mount inside would show the whole host tree. On a pure v2 host: none.
 fn unmanaged_hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
-    let whole: Vec<_> = eci_sys::mountinfo::entries(mountinfo)
-        .filter(|e| (e.fstype == "cgroup" || e.fstype == "cgroup2") && e.root == "/")
-        .collect();
+    let whole: Vec<_> = whole_hierarchies(mountinfo).collect();
     if !whole.iter().any(|e| e.fstype == "cgroup") {
         return Vec::new();
     }

@@ -556,14 +556,8 @@ fn setup_terminal(socket: &UnixStream, process: &Process) -> Result<(), String> 
     unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
     let slave_path = ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
     if let Some(size) = process.console_size() {
-        let ws = libc::winsize {
-            ws_row: u16::try_from(size.height()).unwrap_or(u16::MAX),
-            ws_col: u16::try_from(size.width()).unwrap_or(u16::MAX),
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads a winsize struct we own from a valid pty fd.
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        // A size the terminal does not take leaves it at its default size.
+        let _ = eci_sys::terminal::set_size(master.as_fd(), size.width(), size.height());
     }
     let slave = OpenOptions::new()
         .read(true)

@@ -41,7 +41,6 @@ fn lc(e: impl std::error::Error) -> OpError {
     OpError::Libcontainer(error_chain(&e))
 }
 
-/// A cgroup "flat keyed" file: one `key value` pair a line; lines that are not are skipped.
 /// How long delete waits for the container's killed processes to leave its user namespace.
 const KILLED_EXIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 

@@ -13,18 +13,19 @@ const NR_OPEN_TREE_ATTR: u32 = 467;
 /// x32 syscalls carry this bit in their number.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
+/// A BPF opcode (u32 in libc) as a `sock_filter` holds it (u16): every opcode fits in 16 bits.
+#[allow(clippy::cast_possible_truncation)]
+const fn opcode(bits: u32) -> u16 {
+    bits as u16
+}
+
 /// Install the filter on the calling thread (inherited by its children and kept across
 /// execve). Needs CAP_SYS_ADMIN in the caller's user namespace or no_new_privs.
 pub fn refuse_unsupervised_mount_syscalls() -> io::Result<()> {
-    // The BPF opcodes are u32 in libc and u16 in a `sock_filter`; each fits in 16 bits.
-    #[allow(clippy::cast_possible_truncation)]
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    #[allow(clippy::cast_possible_truncation)]
-    const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
-    #[allow(clippy::cast_possible_truncation)]
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    #[allow(clippy::cast_possible_truncation)]
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const LD_W_ABS: u16 = opcode(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS);
+    const AND_K: u16 = opcode(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K);
+    const JEQ_K: u16 = opcode(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K);
+    const RET_K: u16 = opcode(libc::BPF_RET | libc::BPF_K);
     let stmt = |code, k| libc::sock_filter {
         code,
         jt: 0,

@@ -7,8 +7,12 @@
 use crate::mountops::{
     own_fd_link, own_proc_path, Answer, MountKey, Op, Protected, ToAgent, KEPT_FLAGS,
 };
-use crate::newmount::{Joined, NewMount};
+use crate::newmount::{Joined, NewMount, PROC_SUPER_MAGIC, SYSFS_MAGIC};
 use eci_sys::channel::Channel;
+use eci_sys::mount::{
+    move_mount, set_attr, MountAttr, AT_RECURSIVE, MOUNT_ATTR_IDMAP, MOUNT_ATTR_RDONLY,
+    MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
+};
 use eci_sys::mountinfo;
 use eci_sys::statx::{is_mount_root, mount_id};
 use nix::errno::Errno;
@@ -17,13 +21,6 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::stat::{fstat, Mode};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-
-use eci_sys::mount::{
-    move_mount, set_attr, MountAttr, AT_RECURSIVE, MOUNT_ATTR_IDMAP, MOUNT_ATTR_RDONLY,
-    MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_F_SYMLINKS, MOVE_MOUNT_T_EMPTY_PATH, MOVE_MOUNT_T_SYMLINKS,
-};
-const PROC_SUPER_MAGIC: i64 = 0x9fa0;
-const SYSFS_MAGIC: i64 = 0x6265_6572;
 
 /// A copy of one mount (a non-recursive bind or clone) of a directory of a procfs or sysfs
 /// would leave the emulated files and masks mounted below it behind and show what they hide:
@@ -63,7 +60,6 @@ pub fn main(args: &[String]) -> i32 {
     let Ok(channel) = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(0) }) else {
         return 2;
     };
-    let channel = channel.with_limit(MAX_REQUEST);
     let Ok((ToAgent::Protect(protected), _)) = channel.recv::<ToAgent>() else {
         return 2;
     };
@@ -99,11 +95,6 @@ pub fn main(args: &[String]) -> i32 {
     serve(&channel, &host_proc, &protected);
     0
 }
-
-/// The largest request the supervisor sends (two paths of PATH_MAX and a page of mount data,
-/// JSON-escaped, fit many times over); the supervisor refuses a longer one (ENAMETOOLONG)
-/// and the agent would end the connection.
-pub const MAX_REQUEST: usize = eci_sys::channel::MAX_MESSAGE;
 
 fn serve(channel: &Channel, host_proc: &OwnedFd, protected: &Protected) {
     let mut joined_ns = None;
@@ -298,8 +289,6 @@ fn fd_path(host_proc: &OwnedFd, fd: &OwnedFd) -> Result<CString, Errno> {
     CString::new(format!("self/fd/{}", fd.as_raw_fd())).map_err(|_| Errno::EINVAL)
 }
 
-/// fds: [mount namespace, root, cwd, optional dirfds…] of the trapped process; for a new
-/// mount, its other namespaces and FUSE fd instead of dirfds.
 /// One request's caller, as the agent sees it after entering its mount namespace, root and
 /// working directory: `fds` are the caller's mount namespace, root and cwd (0..3), then the
 /// dirfds and namespaces the operation names.
@@ -342,6 +331,8 @@ impl Caller<'_> {
     }
 }
 
+/// Perform `op` for process `caller`. `fds`: its mount namespace, root and cwd, then its
+/// dirfds; for a new mount, its other namespaces and FUSE fd instead of dirfds.
 fn perform(
     op: &Op,
     caller: i32,

@@ -368,8 +368,10 @@ fn attach_emulated(tree: &OwnedFd, clones: &[Clone], unreachable: &[String]) -> 
     Ok(())
 }
 
-const PROC_SUPER_MAGIC: i64 = 0x9fa0;
-const SYSFS_MAGIC: i64 = 0x6265_6572;
+/// `statfs` magic of procfs.
+pub(crate) const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+/// `statfs` magic of sysfs.
+pub(crate) const SYSFS_MAGIC: i64 = 0x6265_6572;
 
 /// A procfs or sysfs the process made with fsopen/fsmount, about to be attached by
 /// move_mount: give it the emulated files first (a no-op for one that has them).

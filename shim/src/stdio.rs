@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,18 +92,11 @@ pub fn copy_console(
 }
 
 pub fn resize(master: &OwnedFd, width: u32, height: u32) -> std::io::Result<()> {
-    let ws = libc::winsize {
-        // A terminal wider or taller than the kernel's u16 can hold is shown at its largest.
-        ws_row: u16::try_from(height).unwrap_or(u16::MAX),
-        ws_col: u16::try_from(width).unwrap_or(u16::MAX),
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize struct we own from a valid pty master fd.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(eci_sys::terminal::set_size(
+        master.as_fd(),
+        u64::from(width),
+        u64::from(height),
+    )?)
 }
 
 /// containerd's stdin fifo, opened for reading at once (without waiting for its writer, so a
@@ -140,7 +133,6 @@ impl StdinCloser {
 fn copy_until_closed(mut fifo: std::fs::File, mut out: std::fs::File, close: OwnedFd) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::io::ErrorKind;
-    use std::os::fd::AsFd;
     let mut buf = [0u8; 8192];
     loop {
         let mut fds = [

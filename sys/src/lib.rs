@@ -10,3 +10,4 @@ pub mod mount;
 pub mod mountinfo;
 pub mod pidfd;
 pub mod statx;
+pub mod terminal;
